@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connections: the GnuTLS session, the handshake, and the choice - made
+ * here and nowhere else - of kernel or userspace backend per direction.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kite-private.h"
+
+/* GnuTLS transport through the syscall seam. MSG_NOSIGNAL: a peer reset
+ * must be an error, not SIGPIPE. */
+static ssize_t push_vec(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
+{
+	struct kite_conn *c = p;
+	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	ssize_t r;
+
+	/* Once TX belongs to the kernel, a GnuTLS record written here would
+	 * be encrypted a second time by kTLS: refuse. (GnuTLS only writes
+	 * after the handshake for alerts and KeyUpdate replies.) */
+	if (c->ktls[KITE_TX]) {
+		kite_conn_fail(c, -EKEYEXPIRED, "GnuTLS tried to send a record on a kernel TX socket");
+		c->io_errno = EKEYEXPIRED;
+		gnutls_transport_set_errno(c->s, EIO);
+		return -1;
+	}
+	do
+		r = kite_sys->sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		c->io_errno = errno == EWOULDBLOCK ? EAGAIN : errno;
+		gnutls_transport_set_errno(c->s, c->io_errno);
+	}
+	return r;
+}
+
+static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
+{
+	struct kite_conn *c = p;
+	struct iovec iov = {buf, len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t r;
+
+	if (c->ktls[KITE_RX]) {
+		c->io_errno = EIO;
+		gnutls_transport_set_errno(c->s, EIO);
+		return -1;
+	}
+	do
+		r = kite_sys->recvmsg(c->fd, &msg, 0);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		c->io_errno = errno == EWOULDBLOCK ? EAGAIN : errno;
+		gnutls_transport_set_errno(c->s, c->io_errno);
+	}
+	return r;
+}
+
+static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
+{
+	struct kite_conn *c = p;
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+	int r;
+
+	do
+		r = poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/* Keep the TLS 1.3 application traffic secrets: the kernel path derives
+ * later keys from them (RFC 8446 7.2). Nothing is ever written out. */
+static int keylog(gnutls_session_t s, const char *label, const gnutls_datum_t *secret)
+{
+	struct kite_conn *c = gnutls_session_get_ptr(s);
+	bool server = c->ctx->role == KITE_SERVER;
+	int d;
+
+	if (!strcmp(label, "SERVER_TRAFFIC_SECRET_0"))
+		d = server ? KITE_TX : KITE_RX;
+	else if (!strcmp(label, "CLIENT_TRAFFIC_SECRET_0"))
+		d = server ? KITE_RX : KITE_TX;
+	else
+		return 0;
+	if (secret->size > KITE_MAX_SECRET)
+		return 0;
+	memcpy(c->secret[d], secret->data, secret->size);
+	c->secret_len[d] = secret->size;
+	return 0;
+}
+
+int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
+{
+	struct kite_conn *c;
+	unsigned flags;
+	int r;
+
+	if (!out || !ctx || fd < 0)
+		return -EINVAL;
+	*out = NULL;
+	if (ctx->role == KITE_SERVER && !ctx->have_cred)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->buf = malloc(KITE_MAX_RECORD);
+	if (!c->buf) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->ctx = ctx;
+	c->fd = fd;
+	c->version = c->cipher = -1;
+	c->tx = &kite_tx_user;
+	c->rx = &kite_rx_user;
+	ctx->frozen = true;
+
+	flags = ctx->role == KITE_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT;
+	r = gnutls_init(&c->s, flags);
+	if (r < 0) {
+		c->s = NULL;
+		kite_conn_destroy(c);
+		return -ENOMEM;
+	}
+	gnutls_session_set_ptr(c->s, c);
+	r = gnutls_priority_set(c->s, ctx->prio);
+	if (r >= 0)
+		r = gnutls_credentials_set(c->s, GNUTLS_CRD_CERTIFICATE, ctx->cred);
+	if (r >= 0 && ctx->ticket_key.data)
+		r = gnutls_session_ticket_enable_server(c->s, &ctx->ticket_key);
+	if (r < 0) {
+		kite_conn_destroy(c);
+		return -ENOMEM;
+	}
+	gnutls_transport_set_ptr(c->s, c);
+	gnutls_transport_set_vec_push_function(c->s, push_vec);
+	gnutls_transport_set_pull_function(c->s, pull);
+	gnutls_transport_set_pull_timeout_function(c->s, pull_timeout);
+	gnutls_session_set_keylog_function(c->s, keylog);
+	*out = c;
+	return 0;
+}
+
+void kite_conn_destroy(struct kite_conn *c)
+{
+	if (!c)
+		return;
+	if (c->s)
+		gnutls_deinit(c->s);
+	gnutls_memset(c->secret, 0, sizeof(c->secret));
+	free(c->buf);
+	free(c);
+}
+
+int kite_conn_set_server_name(struct kite_conn *c, const char *name)
+{
+	int r;
+
+	if (!c || !name || c->ctx->role != KITE_CLIENT || c->handshake_done)
+		return -EINVAL;
+	r = gnutls_server_name_set(c->s, GNUTLS_NAME_DNS, name, strlen(name));
+	if (r < 0)
+		return kite_gnutls_err(c, r, "server name");
+	if (c->ctx->verify)
+		gnutls_session_set_verify_cert(c->s, name, 0);
+	return 0;
+}
+
+/* After the handshake: choose the backend of each direction. */
+static int offload(struct kite_conn *c)
+{
+	unsigned flags = c->ctx->ktls_flags;
+	int ret = 0;
+
+	c->version = kite_version_from_gnutls(gnutls_protocol_get_version(c->s));
+	c->cipher = kite_cipher_from_gnutls(gnutls_cipher_get(c->s));
+	for (int d = 0; d < KITE_DIR_COUNT; d++) {
+		unsigned want = d == KITE_TX ? KITE_KTLS_TX : KITE_KTLS_RX;
+		int r;
+
+		if (!(flags & want)) {
+			c->ktls_err[d] = -EOPNOTSUPP;
+			snprintf(c->ktls_reason[d], sizeof(c->ktls_reason[d]),
+				 "kernel TLS disabled by configuration");
+			continue;
+		}
+		c->detail[0] = 0;
+		r = kite_ktls_install(c, (enum kite_dir)d);
+		c->ktls_err[d] = r;
+		snprintf(c->ktls_reason[d], sizeof(c->ktls_reason[d]), "%s",
+			 r ? c->detail : "kernel TLS");
+		if (r && (flags & KITE_KTLS_REQUIRE))
+			ret = kite_conn_fail(c, -EOPNOTSUPP, "kernel TLS %s required: %s",
+					     kite_dir_name(d), c->ktls_reason[d]);
+	}
+	c->tx = c->ktls[KITE_TX] ? &kite_tx_ktls : &kite_tx_user;
+	c->rx = c->ktls[KITE_RX] ? &kite_rx_ktls : &kite_rx_user;
+	/* Secrets are kept only for directions the kernel may need to rekey. */
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		if (!c->ktls[d]) {
+			gnutls_memset(c->secret[d], 0, sizeof(c->secret[d]));
+			c->secret_len[d] = 0;
+		}
+	/* A required direction that could not be offloaded fails the
+	 * connection for good: no later call may carry data in userspace. */
+	if (ret)
+		c->dead = ret;
+	else
+		c->detail[0] = 0;
+	return ret;
+}
+
+int kite_handshake(struct kite_conn *c)
+{
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	if (c->handshake_done)
+		return c->dead;
+	if (c->dead)
+		return c->dead;
+	do {
+		c->io_errno = 0;
+		r = gnutls_handshake(c->s);
+	} while (r < 0 && (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r)) &&
+		 r != GNUTLS_E_AGAIN);
+	if (r == GNUTLS_E_AGAIN) {
+		c->poll_events = gnutls_record_get_direction(c->s) ? POLLOUT : POLLIN;
+		return -EAGAIN;
+	}
+	if (r < 0) {
+		if (r == GNUTLS_E_PULL_ERROR && c->io_errno == 0)
+			r = GNUTLS_E_PREMATURE_TERMINATION;
+		c->dead = kite_gnutls_err(c, r, "handshake");
+		if (c->dead == -EAGAIN)
+			c->dead = -EIO;
+		return c->dead;
+	}
+	c->handshake_done = true;
+	return offload(c);
+}
+
+short kite_conn_poll_events(const struct kite_conn *c)
+{
+	return c ? c->poll_events : 0;
+}
+
+/* Common guards of the data calls. */
+static int usable(struct kite_conn *c, bool tx)
+{
+	if (!c->handshake_done)
+		return kite_conn_fail(c, -EINVAL, "handshake not complete");
+	if (c->dead)
+		return c->dead;
+	if (tx && c->tx_closed)
+		return kite_conn_fail(c, -EPIPE, "close_notify already sent");
+	return 0;
+}
+
+ssize_t kite_send(struct kite_conn *c, const void *buf, size_t len)
+{
+	int r;
+
+	if (!c || (!buf && len))
+		return -EINVAL;
+	r = usable(c, true);
+	if (r)
+		return r;
+	if (!len && !c->tx_pending)
+		return 0;
+	return c->tx->send(c, buf, len);
+}
+
+ssize_t kite_sendfile(struct kite_conn *c, int fd, off_t *offset, size_t len)
+{
+	int r;
+
+	if (!c || fd < 0 || !offset || *offset < 0)
+		return -EINVAL;
+	r = usable(c, true);
+	if (r)
+		return r;
+	if (!len && !c->tx_pending)
+		return 0;
+	return c->tx->sendfile(c, fd, offset, len);
+}
+
+ssize_t kite_recv(struct kite_conn *c, void *buf, size_t len)
+{
+	int r;
+
+	if (!c || !buf || !len)
+		return -EINVAL;
+	if (c->rx_eof)
+		return 0;
+	r = usable(c, false);
+	if (r)
+		return r;
+	return c->rx->recv(c, buf, len);
+}
+
+int kite_shutdown(struct kite_conn *c)
+{
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	if (!c->handshake_done)
+		return kite_conn_fail(c, -EINVAL, "handshake not complete");
+	if (c->tx_closed)
+		return 0;
+	if (c->dead)
+		return c->dead;
+	r = c->tx->close_notify(c);
+	if (!r)
+		c->tx_closed = true;
+	return r;
+}
+
+int kite_conn_info(const struct kite_conn *c, struct kite_conn_info *info)
+{
+	if (!c || !info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	info->role = c->ctx->role;
+	info->handshake_done = c->handshake_done;
+	info->version = c->version;
+	info->cipher = c->cipher;
+	info->version_name = c->handshake_done
+		? gnutls_protocol_get_name(gnutls_protocol_get_version(c->s)) : "none";
+	info->cipher_name = c->handshake_done
+		? gnutls_cipher_get_name(gnutls_cipher_get(c->s)) : "none";
+	if (!info->version_name)
+		info->version_name = "unknown";
+	if (!info->cipher_name)
+		info->cipher_name = "unknown";
+	info->resumed = c->handshake_done && gnutls_session_is_resumed(c->s);
+	for (int d = 0; d < KITE_DIR_COUNT; d++) {
+		info->ktls[d] = c->ktls[d];
+		info->ktls_error[d] = c->ktls_err[d];
+		info->ktls_reason[d] = c->handshake_done ? c->ktls_reason[d] : "handshake not complete";
+		info->key_updates[d] = c->key_updates[d];
+	}
+	info->records_tx = c->tx_records;
+	return 0;
+}

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to libkite and its tests: never installed. */
+#ifndef KITE_PRIVATE_H
+#define KITE_PRIVATE_H
+
+#include <gnutls/gnutls.h>
+#include <linux/tls.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "kite.h"
+
+#define KITE_HIDDEN __attribute__((visibility("hidden")))
+
+/* Record content types (RFC 8446 5.1). */
+enum {
+	KITE_CT_CHANGE_CIPHER_SPEC = 20,
+	KITE_CT_ALERT = 21,
+	KITE_CT_HANDSHAKE = 22,
+	KITE_CT_APPLICATION_DATA = 23,
+};
+
+/* Handshake message types that may arrive after the handshake. */
+enum {
+	KITE_HS_HELLO_REQUEST = 0,
+	KITE_HS_NEW_SESSION_TICKET = 4,
+	KITE_HS_KEY_UPDATE = 24,
+};
+
+#define KITE_MAX_RECORD 16384u
+
+/* ---- Syscall seam (sys.c) ----------------------------------------------
+ * Every syscall on the connection's socket that can give a rare kernel
+ * answer goes through this table; tests replace it with kite_sys_set().
+ * Functions return -1 and set errno, exactly like the libc calls.
+ */
+struct kite_sys {
+	int (*setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
+	int (*getsockopt)(int fd, int level, int name, void *val, socklen_t *len);
+	ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
+	ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+	ssize_t (*sendfile)(int out_fd, int in_fd, off_t *offset, size_t count);
+	ssize_t (*pread)(int fd, void *buf, size_t count, off_t offset);
+};
+
+KITE_HIDDEN extern const struct kite_sys *kite_sys;
+/* Replace the seam (NULL restores libc). Not thread-safe: tests only. */
+void kite_sys_set(const struct kite_sys *ops);
+extern const struct kite_sys kite_sys_libc;
+
+/* ---- Kernel crypto_info (ktls.c) --------------------------------------- */
+
+/* Large enough for every tls12_crypto_info_* kite builds. */
+union kite_crypto_info {
+	struct tls_crypto_info base;
+	struct tls12_crypto_info_aes_gcm_128 gcm128;
+	struct tls12_crypto_info_aes_gcm_256 gcm256;
+	struct tls12_crypto_info_aes_ccm_128 ccm128;
+	struct tls12_crypto_info_chacha20_poly1305 chacha;
+};
+
+/* Key material for one direction as GnuTLS reports it. */
+struct kite_keys {
+	const uint8_t *key;
+	size_t key_len;
+	const uint8_t *iv;   /* TLS 1.3: 12-byte IV; TLS 1.2: implicit IV (GCM/CCM 4, ChaCha 12) */
+	size_t iv_len;
+	uint8_t seq[8];      /* next record sequence number, big endian */
+};
+
+/*
+ * Build the kernel's crypto_info for version/cipher from keys. Checks every
+ * length first; returns the struct size, or -EINVAL (wrong sizes) /
+ * -EOPNOTSUPP (unknown pair). On failure *ci is wiped.
+ */
+KITE_MUST_CHECK int kite_crypto_info_build(union kite_crypto_info *ci, enum kite_version v,
+					   enum kite_cipher c, const struct kite_keys *keys);
+
+/* Map GnuTLS's negotiated algorithms; -1 when kite cannot offload them. */
+int kite_version_from_gnutls(gnutls_protocol_t p);
+int kite_cipher_from_gnutls(gnutls_cipher_algorithm_t c);
+gnutls_cipher_algorithm_t kite_cipher_to_gnutls(enum kite_cipher c);
+
+/* Records an AEAD may protect under one key before it must change
+ * (RFC 8446 5.5), and the margin kite keeps below it. */
+uint64_t kite_aead_record_limit(enum kite_cipher c);
+
+/*
+ * TLS 1.3 key schedule step (RFC 8446 7.2):
+ *   next = HKDF-Expand-Label(secret, "traffic upd", "", Hash.length)
+ * and traffic keys (7.3) key = HKDF-Expand-Label(secret, "key", "", key_len),
+ * iv = HKDF-Expand-Label(secret, "iv", "", 12). Secrets are <= 48 bytes.
+ */
+#define KITE_MAX_SECRET 48
+KITE_MUST_CHECK int kite_tls13_next_secret(enum kite_cipher c, const uint8_t *secret,
+					   size_t len, uint8_t *next);
+KITE_MUST_CHECK int kite_tls13_traffic_keys(enum kite_cipher c, const uint8_t *secret,
+					    size_t len, uint8_t *key, size_t key_len,
+					    uint8_t iv[12]);
+size_t kite_cipher_key_len(enum kite_cipher c);
+size_t kite_cipher_secret_len(enum kite_cipher c);
+
+/* ---- Connection internals ------------------------------------------------ */
+
+struct kite_ctx {
+	enum kite_role role;
+	gnutls_certificate_credentials_t cred;
+	gnutls_priority_t prio;
+	char *prio_str;
+	gnutls_datum_t ticket_key;
+	bool have_cred;
+	bool verify;
+	bool frozen;
+	unsigned ktls_flags;
+	char err[256];
+};
+
+/* One direction's backend: kernel TLS or userspace GnuTLS records. */
+struct kite_tx_ops {
+	ssize_t (*send)(struct kite_conn *c, const void *buf, size_t len);
+	ssize_t (*sendfile)(struct kite_conn *c, int fd, off_t *off, size_t len);
+	int (*close_notify)(struct kite_conn *c);
+};
+struct kite_rx_ops {
+	ssize_t (*recv)(struct kite_conn *c, void *buf, size_t len);
+};
+
+KITE_HIDDEN extern const struct kite_tx_ops kite_tx_ktls, kite_tx_user;
+KITE_HIDDEN extern const struct kite_rx_ops kite_rx_ktls, kite_rx_user;
+
+struct kite_conn {
+	struct kite_ctx *ctx;
+	gnutls_session_t s;
+	int fd;
+	short poll_events;
+	int io_errno;          /* errno of the last failed push/pull */
+	bool handshake_done;
+	bool tx_closed;        /* close_notify sent (or connection finished) */
+	bool rx_eof;           /* close_notify received */
+	int dead;              /* sticky -errno: connection unusable */
+	int version;           /* enum kite_version or -1 */
+	int cipher;            /* enum kite_cipher or -1 */
+	const struct kite_tx_ops *tx;
+	const struct kite_rx_ops *rx;
+	bool ktls[KITE_DIR_COUNT];
+	int ktls_err[KITE_DIR_COUNT];
+	char ktls_reason[KITE_DIR_COUNT][256];
+
+	/* TLS 1.3 application traffic secrets, kept only while the kernel
+	 * could need the next key; wiped otherwise. */
+	uint8_t secret[KITE_DIR_COUNT][KITE_MAX_SECRET];
+	size_t secret_len[KITE_DIR_COUNT];
+	uint64_t key_updates[KITE_DIR_COUNT];
+
+	/* AEAD usage tracking for the kernel TX key: records as last read back
+	 * and a pessimistic estimate since then. */
+	uint64_t tx_records;
+	uint64_t tx_estimate;
+
+	/* Userspace TX: bytes handed to gnutls_record_send that returned
+	 * EAGAIN (GnuTLS holds the record). */
+	size_t tx_pending;
+	uint8_t *buf;          /* KITE_MAX_RECORD bytes for pread/control records */
+
+	char detail[256];
+	char msg[384];
+};
+
+/* Record a detail message for the next kite_conn_strerror(). Returns err. */
+int kite_conn_fail(struct kite_conn *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ktls.c: install one direction from GnuTLS's current state. All checks
+ * precede the first SOL_TLS setsockopt; key material is wiped on return. */
+KITE_MUST_CHECK int kite_ktls_install(struct kite_conn *c, enum kite_dir d);
+/* TLS_TX/TLS_RX with the next TLS 1.3 key; updates c->secret. */
+KITE_MUST_CHECK int kite_ktls_rekey(struct kite_conn *c, enum kite_dir d);
+/* Send one non-data record through kernel TLS (cmsg TLS_SET_RECORD_TYPE). */
+KITE_MUST_CHECK int kite_ktls_send_control(struct kite_conn *c, uint8_t type, const void *buf,
+					   size_t len);
+/* Called by the TX path after a successful kernel send of len bytes in
+ * `calls` syscalls: keeps the AEAD usage limit. */
+KITE_MUST_CHECK int kite_ktls_account(struct kite_conn *c, size_t calls, size_t len);
+
+/* Map a GnuTLS error code to -errno, keeping GnuTLS's text as detail. */
+int kite_gnutls_err(struct kite_conn *c, int gerr, const char *what);
+
+/* caps.c. kite_caps_set() makes kite_caps_get() return c (NULL: the real
+ * probe) so tests can simulate another kernel. Tests only. */
+const char *kite_caps_ulp_reason(int err);
+void kite_caps_set(const struct kite_caps *c);
+
+#endif /* KITE_PRIVATE_H */

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* The syscall seam: libc by default, replaceable by tests (STYLE 7). */
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include "kite-private.h"
+
+static int sys_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	return setsockopt(fd, level, name, val, len);
+}
+
+static int sys_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	return getsockopt(fd, level, name, val, len);
+}
+
+const struct kite_sys kite_sys_libc = {
+	.setsockopt = sys_setsockopt,
+	.getsockopt = sys_getsockopt,
+	.sendmsg = sendmsg,
+	.recvmsg = recvmsg,
+	.sendfile = sendfile,
+	.pread = pread,
+};
+
+const struct kite_sys *kite_sys = &kite_sys_libc;
+
+void kite_sys_set(const struct kite_sys *ops)
+{
+	kite_sys = ops ? ops : &kite_sys_libc;
+}
