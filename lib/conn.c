@@ -53,6 +53,8 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	do
 		r = kite_sys->recvmsg(c->fd, &msg, 0);
 	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		c->peer_eof = true;
 	if (r < 0) {
 		c->io_errno = errno == EWOULDBLOCK ? EAGAIN : errno;
 		gnutls_transport_set_errno(c->s, c->io_errno);
@@ -224,11 +226,23 @@ int kite_handshake(struct kite_conn *c)
 		return c->dead;
 	if (c->dead)
 		return c->dead;
-	do {
+	for (;;) {
 		c->io_errno = 0;
 		r = gnutls_handshake(c->s);
-	} while (r < 0 && (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r)) &&
-		 r != GNUTLS_E_AGAIN);
+		/* GnuTLS 3.7 also answers AGAIN for a record cut short by EOF,
+		 * and after records that carried nothing it needed: only a real
+		 * EAGAIN from the socket means "wait". */
+		if (r == GNUTLS_E_AGAIN && c->peer_eof) {
+			c->dead = kite_conn_fail(c, -ECONNRESET, "peer closed TCP during the handshake");
+			return c->dead;
+		}
+		if (r == GNUTLS_E_AGAIN && c->io_errno != EAGAIN)
+			continue;
+		if (r < 0 && r != GNUTLS_E_AGAIN &&
+		    (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r)))
+			continue;
+		break;
+	}
 	if (r == GNUTLS_E_AGAIN) {
 		c->poll_events = gnutls_record_get_direction(c->s) ? POLLOUT : POLLIN;
 		return -EAGAIN;
@@ -248,6 +262,11 @@ int kite_handshake(struct kite_conn *c)
 short kite_conn_poll_events(const struct kite_conn *c)
 {
 	return c ? c->poll_events : 0;
+}
+
+int kite_conn_fd(const struct kite_conn *c)
+{
+	return c ? c->fd : -EINVAL;
 }
 
 /* Common guards of the data calls. */

@@ -107,6 +107,11 @@ static ssize_t user_recv(struct kite_conn *c, void *buf, size_t len)
 		case GNUTLS_E_REHANDSHAKE: /* TLS 1.2 HelloRequest: may be ignored (RFC 5246 7.4.1.1) */
 			continue;
 		case GNUTLS_E_AGAIN:
+			if (c->peer_eof) {
+				c->dead = kite_conn_fail(c, -ECONNRESET,
+							 "peer closed TCP in the middle of a record");
+				return c->dead;
+			}
 			/* GnuTLS also answers AGAIN after a record with nothing
 			 * for the caller (TLS 1.3 empty record, NewSessionTicket,
 			 * KeyUpdate) while the socket did not block: read on. */

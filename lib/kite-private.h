@@ -134,6 +134,7 @@ struct kite_conn {
 	int fd;
 	short poll_events;
 	int io_errno;          /* errno of the last failed push/pull */
+	bool peer_eof;         /* the userspace transport read TCP EOF */
 	bool handshake_done;
 	bool tx_closed;        /* close_notify sent (or connection finished) */
 	bool rx_eof;           /* close_notify received */

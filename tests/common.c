@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -239,12 +240,64 @@ int t_temp_file(size_t n, uint64_t seed, uint64_t *hash)
 	return fd;
 }
 
+void t_wait(struct kite_conn *c)
+{
+	struct pollfd pfd = {.fd = kite_conn_fd(c), .events = kite_conn_poll_events(c)};
+	int r;
+
+	t_assert(pfd.events != 0, "-EAGAIN without poll events");
+	do
+		r = poll(&pfd, 1, 60000);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		t_fail("no progress for 60 s waiting for %s",
+		       pfd.events & POLLOUT ? "POLLOUT" : "POLLIN");
+}
+
+void t_handshake(struct kite_conn *c, const char *who)
+{
+	int r;
+
+	while ((r = kite_handshake(c)) == -EAGAIN)
+		t_wait(c);
+	if (r)
+		t_fail("%s handshake: %s", who, kite_conn_strerror(c, r));
+}
+
 void t_send_all(struct kite_conn *c, const void *buf, size_t n)
 {
-	ssize_t r = kite_send(c, buf, n);
+	const uint8_t *p = buf;
+	size_t done = 0;
 
-	if (r != (ssize_t)n)
-		t_fail("kite_send(%zu) = %zd: %s", n, r, kite_conn_strerror(c, (int)r));
+	while (done < n) {
+		ssize_t r = kite_send(c, p + done, n - done);
+
+		if (r == -EAGAIN) {
+			t_wait(c);
+			continue;
+		}
+		if (r <= 0)
+			t_fail("kite_send(%zu) after %zu = %zd: %s", n, done, r,
+			       kite_conn_strerror(c, (int)r));
+		done += (size_t)r;
+	}
+}
+
+void t_sendfile_all(struct kite_conn *c, int fd, off_t *off, size_t len)
+{
+	off_t end = *off + (off_t)len;
+
+	while (*off < end) {
+		ssize_t r = kite_sendfile(c, fd, off, (size_t)(end - *off));
+
+		if (r == -EAGAIN) {
+			t_wait(c);
+			continue;
+		}
+		if (r <= 0)
+			t_fail("kite_sendfile at %lld: %zd: %s", (long long)*off, r,
+			       kite_conn_strerror(c, (int)r));
+	}
 }
 
 size_t t_recv_hash(struct kite_conn *c, size_t max, uint64_t *hash)
@@ -256,6 +309,10 @@ size_t t_recv_hash(struct kite_conn *c, size_t max, uint64_t *hash)
 		size_t want = max - got < sizeof(buf) ? max - got : sizeof(buf);
 		ssize_t r = kite_recv(c, buf, want);
 
+		if (r == -EAGAIN) {
+			t_wait(c);
+			continue;
+		}
 		if (r == 0)
 			break;
 		if (r < 0)

@@ -56,9 +56,17 @@ uint64_t t_hash(uint64_t h, const void *p, size_t n);
 /* A temp file of n pseudo-random bytes (unlinked; fd open O_RDONLY). */
 int t_temp_file(size_t n, uint64_t seed, uint64_t *hash);
 
-/* Blocking helpers that fail the test on error. */
+/* After -EAGAIN: poll the connection's socket for what it waits for
+ * (fails the test after 60 s without progress). */
+void t_wait(struct kite_conn *c);
+
+/* Helpers that fail the test on error; on an O_NONBLOCK socket they wait
+ * with t_wait() and retry, so one test body covers both modes. */
 void t_send_all(struct kite_conn *c, const void *buf, size_t n);
 /* Read until EOF (close_notify) or n bytes; returns bytes read, hashes them. */
 size_t t_recv_hash(struct kite_conn *c, size_t max, uint64_t *hash);
+void t_handshake(struct kite_conn *c, const char *who);
+/* kite_sendfile until len bytes went out. */
+void t_sendfile_all(struct kite_conn *c, int fd, off_t *off, size_t len);
 
 #endif

@@ -159,6 +159,9 @@ KITE_MUST_CHECK int kite_handshake(struct kite_conn *conn);
 /* POLLIN and/or POLLOUT: what the last -EAGAIN was waiting for. */
 short kite_conn_poll_events(const struct kite_conn *conn);
 
+/* The socket the connection was created on (-EINVAL for NULL). */
+int kite_conn_fd(const struct kite_conn *conn);
+
 /*
  * Send application data. Returns the bytes taken (on a blocking socket all
  * of them), or -errno. After -EAGAIN the caller must call again with the
