@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+#include "respond.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const char *http_status_text(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 416: return "Range Not Satisfiable";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+/* openat2 with RESOLVE_BENEATH: the kernel refuses any resolution that
+ * leaves root_fd, through "..", absolute symlinks or magic links. */
+static int open_beneath(int root, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_CLOEXEC),
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	long r;
+
+	if (!*path)
+		path = ".";
+	do
+		r = syscall(SYS_openat2, root, path, &how, sizeof(how));
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : (int)r;
+}
+
+static void add(struct response *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add(struct response *res, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (res->head_len >= sizeof(res->head))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(res->head + res->head_len, sizeof(res->head) - res->head_len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		res->head_len += (size_t)n;
+}
+
+static void start(const struct responder *rp, struct response *res, int status, time_t now)
+{
+	char date[30];
+
+	res->status = status;
+	res->head_len = 0;
+	http_date(now, date);
+	add(res, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n", status, http_status_text(status),
+	    rp->server_name ? rp->server_name : "kite", date);
+}
+
+static void finish(struct response *res)
+{
+	add(res, "Connection: %s\r\n\r\n", res->keep_alive ? "keep-alive" : "close");
+}
+
+static void error_response(const struct responder *rp, struct response *res, int status,
+			   bool head_only, time_t now, const char *extra)
+{
+	static char bodies[16][96];
+	int n;
+
+	start(rp, res, status, now);
+	if (status == 405)
+		add(res, "Allow: GET, HEAD\r\n");
+	/* After a malformed request the framing is unknown: close. */
+	if (status == 400 || status == 413 || status == 414 || status == 431 || status == 505 ||
+	    status == 500 || status == 503)
+		res->keep_alive = false;
+	n = snprintf(bodies[status % 16], sizeof(bodies[0]), "%d %s\n", status,
+		     http_status_text(status));
+	res->body = bodies[status % 16];
+	res->body_len = (size_t)n;
+	add(res, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s", n,
+	    extra ? extra : "");
+	if (head_only)
+		res->body = NULL, res->body_len = 0;
+	finish(res);
+}
+
+void response_clear(struct response *res)
+{
+	if (res->fd >= 0)
+		close(res->fd);
+	res->fd = -1;
+}
+
+void respond(const struct responder *rp, const struct http_request *req, int parse_status,
+	     time_t now, struct response *res)
+{
+	bool head = req && req->method == HTTP_HEAD;
+	char etag[64], lm[30];
+	struct stat st;
+	uint64_t start_off = 0, len;
+	int fd, r, status = 200;
+
+	memset(res, 0, sizeof(*res));
+	res->fd = -1;
+	res->keep_alive = req && parse_status == 0 ? req->keep_alive : false;
+	if (parse_status < 0 || !req) {
+		error_response(rp, res, parse_status < 0 ? -parse_status : 400, false, now, NULL);
+		return;
+	}
+	if (req->method == HTTP_OTHER) {
+		error_response(rp, res, 405, false, now, NULL);
+		return;
+	}
+	r = http_normalize_path(req->target.p, req->target.n, res->path, sizeof(res->path));
+	if (r < 0) {
+		error_response(rp, res, -r, head, now, NULL);
+		return;
+	}
+
+	fd = open_beneath(rp->root_fd, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		size_t tl = req->target.n;
+		const char *q = memchr(req->target.p, '?', tl);
+
+		if (q)
+			tl = (size_t)(q - req->target.p);
+		if (!tl || req->target.p[tl - 1] != '/') {
+			/* Relative links in the index need the trailing slash. */
+			close(fd);
+			start(rp, res, 301, now);
+			add(res, "Location: %.*s/\r\nContent-Length: 0\r\n", (int)tl, req->target.p);
+			finish(res);
+			return;
+		}
+		{
+			int dfd = fd;
+
+			fd = openat(dfd, "index.html", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0)
+				fd = errno == ENOENT ? -EACCES : -errno; /* no listings */
+			close(dfd);
+			snprintf(res->path + strlen(res->path), sizeof(res->path) - strlen(res->path),
+				 "%sindex.html", res->path[0] ? "/" : "");
+		}
+	}
+	if (fd < 0) {
+		error_response(rp, res, fd == -ENOENT || fd == -ENOTDIR ? 404 :
+				   fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP ||
+				   fd == -ENAMETOOLONG ? 403 : 500, head, now, NULL);
+		return;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		error_response(rp, res, 403, head, now, NULL);
+		return;
+	}
+
+	/* Strong validator: changes whenever the bytes can have changed. */
+	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"", (unsigned long long)st.st_ino,
+		 (unsigned long long)st.st_size,
+		 (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec);
+	http_date(st.st_mtim.tv_sec, lm);
+	len = (uint64_t)st.st_size;
+
+	/* RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since. */
+	if (req->if_none_match.n ? http_etag_match(req->if_none_match.p, req->if_none_match.n, etag)
+	    : req->if_modified_since.n &&
+	      http_parse_date(req->if_modified_since.p, req->if_modified_since.n) >= st.st_mtim.tv_sec) {
+		close(fd);
+		start(rp, res, 304, now);
+		add(res, "ETag: %s\r\nLast-Modified: %s\r\n", etag, lm);
+		finish(res);
+		return;
+	}
+	if (req->range.n) {
+		bool use = true;
+
+		/* If-Range: the range only applies to the representation the
+		 * client already has (strong comparison for ETags). */
+		if (req->if_range.n)
+			use = req->if_range.p[0] == '"'
+				? req->if_range.n == strlen(etag) && !memcmp(req->if_range.p, etag, req->if_range.n)
+				: http_parse_date(req->if_range.p, req->if_range.n) == st.st_mtim.tv_sec;
+		r = use ? http_parse_range(req->range.p, req->range.n, len, &start_off, &len) : 0;
+		if (r == -416) {
+			char cr[64];
+
+			close(fd);
+			snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n",
+				 (unsigned long long)st.st_size);
+			error_response(rp, res, 416, head, now, cr);
+			return;
+		}
+		if (r == 1)
+			status = 206;
+	}
+	start(rp, res, status, now);
+	add(res, "Content-Type: %s\r\nContent-Length: %llu\r\nLast-Modified: %s\r\nETag: %s\r\n"
+		 "Accept-Ranges: bytes\r\n", http_mime_type(res->path), (unsigned long long)len, lm, etag);
+	if (status == 206)
+		add(res, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)start_off,
+		    (unsigned long long)(start_off + len - 1), (unsigned long long)st.st_size);
+	finish(res);
+	if (head || !len) {
+		close(fd);
+		return;
+	}
+	res->fd = fd;
+	res->offset = start_off;
+	res->length = len;
+}

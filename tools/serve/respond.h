@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * From a parsed request to a response plan: status, header bytes and the
+ * file range to send. No socket I/O here, so the server's transport (the
+ * io_uring engine or anything else) only moves bytes, and tests can check
+ * every status without a network.
+ */
+#ifndef KITE_SERVE_RESPOND_H
+#define KITE_SERVE_RESPOND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "http.h"
+
+#define RESPONSE_HEAD_MAX 1024
+
+struct response {
+	int status;
+	char head[RESPONSE_HEAD_MAX]; /* status line + headers + blank line */
+	size_t head_len;
+	int fd;            /* file to send, or -1; owned by the response */
+	uint64_t offset;   /* range within fd */
+	uint64_t length;   /* body bytes (0 for HEAD / errors without body) */
+	const char *body;  /* small static body for errors, or NULL */
+	size_t body_len;
+	bool keep_alive;
+	char path[512];    /* normalised path, for the log */
+};
+
+/* Serve files below root_fd (an O_PATH|O_DIRECTORY fd). Never escapes it:
+ * opening uses openat2(RESOLVE_BENEATH), so symlinks pointing out are 403. */
+struct responder {
+	int root_fd;
+	const char *server_name; /* "kite" */
+};
+
+/* Fill *res for req (parsed, status 0) or for a parse error (status < 0,
+ * req may be NULL). Always produces a response; res->fd must be closed
+ * with response_clear(). now: the Date header's time. */
+void respond(const struct responder *rp, const struct http_request *req, int parse_status,
+	     time_t now, struct response *res);
+void response_clear(struct response *res);
+
+const char *http_status_text(int status);
+
+#endif
