@@ -32,11 +32,15 @@ const char *kite_strerror(int err)
 
 int kite_conn_fail(struct kite_conn *c, int err, const char *fmt, ...)
 {
+	char buf[sizeof(c->detail)];
 	va_list ap;
 
+	/* The arguments may include c->detail itself (a message wrapping the
+	 * detail of an inner failure): format aside, then copy. */
 	va_start(ap, fmt);
-	vsnprintf(c->detail, sizeof(c->detail), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	memcpy(c->detail, buf, sizeof(buf));
 	return err;
 }
 

@@ -183,6 +183,8 @@ KITE_MUST_CHECK ssize_t kite_recv(struct kite_conn *conn, void *buf, size_t len)
  * was sent (like sendfile(2)). Uses sendfile(2) into kernel TLS when TX is
  * offloaded, pread + GnuTLS records otherwise. -ENODATA if the file ends
  * before any byte could be sent. Partial counts as kite_send().
+ * sendfile(2) has no MSG_NOSIGNAL: a process whose peers may reset must
+ * ignore SIGPIPE (kite does not change signal dispositions for you).
  */
 KITE_MUST_CHECK ssize_t kite_sendfile(struct kite_conn *conn, int fd, off_t *offset, size_t len);
 
@@ -223,6 +225,229 @@ int kite_conn_info(const struct kite_conn *conn, struct kite_conn_info *info);
 /* Message for err with this connection's last detail (owned by conn, valid
  * until the next call on conn); never NULL. */
 const char *kite_conn_strerror(struct kite_conn *conn, int err);
+
+/* ==== Engine: many connections per thread over io_uring ==================
+ *
+ * One struct kite_engine per thread owns an io_uring (or, where io_uring is
+ * unavailable, epoll) event loop. It accepts connections (multishot accept
+ * on SO_REUSEPORT listeners), drives each TLS handshake by readiness, hands
+ * the keys to kernel TLS, then works through a queue per stream: bytes,
+ * file ranges (io_uring SPLICE file -> pipe -> socket into kTLS, READ_FIXED
+ * -> SEND for small ranges, GnuTLS records where the kernel cannot encrypt),
+ * and received data delivered to a callback. Nothing in the loop blocks.
+ *
+ * Threading: an engine is used by one thread at a time; with io_uring
+ * SINGLE_ISSUER it must be the thread that first calls kite_engine_run().
+ * kite_engine_stop() is the only call allowed from other threads (and from
+ * signal handlers). Callbacks run inside kite_engine_run() and may call any
+ * kite_stream_* / kite_engine_* function except kite_engine_run/destroy.
+ */
+struct kite_engine;
+struct kite_stream;
+
+/* The rungs of the runtime ladder, best first. */
+enum kite_engine_backend {
+	KITE_ENGINE_AUTO = 0,        /* config only: best rung that works here */
+	KITE_ENGINE_URING = 1,       /* io_uring: SINGLE_ISSUER|DEFER_TASKRUN (or the
+				      * best flags accepted), registered buffers,
+				      * multishot accept */
+	KITE_ENGINE_URING_BASIC = 2, /* io_uring without setup flags, registered
+				      * buffers or multishot operations */
+	KITE_ENGINE_EPOLL = 3,       /* epoll + sendfile(2) / sendmsg / recvmsg */
+};
+
+struct kite_engine_config {
+	/* TLS context (server or client role) shared by all streams; NULL:
+	 * plaintext TCP (the benchmark baseline). Must outlive the engine. */
+	struct kite_ctx *ctx;
+
+	/* Callbacks (any may be NULL). Every stream gets exactly one on_close,
+	 * also when its handshake fails or the engine is destroyed
+	 * (-ECANCELED); the stream pointer is invalid after it returns. err is
+	 * 0 after a graceful kite_stream_close(), else -errno: -ETIMEDOUT
+	 * (handshake, idle or stalled-send timeout), -ENODATA (file shorter
+	 * than queued), -ECONNRESET, -EPROTO, ... */
+	void (*on_open)(struct kite_stream *s);  /* handshake done, offload decided */
+	/* Plaintext received; buf is valid during the call. len == 0 (buf
+	 * NULL): the peer finished sending (close_notify, or FIN in
+	 * plaintext); the stream can still send. */
+	void (*on_data)(struct kite_stream *s, const void *buf, size_t len);
+	void (*on_drain)(struct kite_stream *s); /* send queue became empty */
+	void (*on_close)(struct kite_stream *s, int err);
+	void *user;                   /* kite_engine_user() */
+
+	/* Timeouts in milliseconds, 0: none. Defaults 10 s, 60 s, 30 s. */
+	unsigned handshake_timeout_ms; /* accept/adopt -> handshake done */
+	unsigned idle_timeout_ms;      /* nothing to send and nothing received */
+	unsigned send_timeout_ms;      /* queued bytes and no progress into the socket */
+
+	unsigned max_streams;  /* further accepted connections are closed; default 4096 */
+	size_t max_queued;     /* bytes queued per stream (copies + 64 per item); default 1 MiB.
+				* Above half of it the stream stops reading (backpressure). */
+
+	/* KITE_ENGINE_AUTO (default) climbs down the ladder; the environment
+	 * variable KITE_ENGINE=uring|uring-basic|epoll then forces a rung.
+	 * A forced rung that cannot work makes kite_engine_create() fail. */
+	enum kite_engine_backend backend;
+
+	unsigned pipes;        /* pipe pool for SPLICE; default 64, 0: no splicing */
+	size_t pipe_size;      /* F_SETPIPE_SZ per pipe; default 256 KiB */
+	unsigned buffers;      /* I/O buffers (registered with io_uring); default 64 */
+	size_t buffer_size;    /* bytes per buffer, a multiple of 16 KiB; default 64 KiB */
+	size_t small_max;      /* file ranges up to this go READ_FIXED -> SEND; default 16 KiB */
+	unsigned ring_entries; /* submission queue size; default 1024 */
+};
+
+/* Fill cfg with the defaults above (ctx NULL, no callbacks). */
+void kite_engine_config_init(struct kite_engine_config *cfg);
+
+/*
+ * Create an engine. The configuration is copied. Returns 0, -EINVAL (bad
+ * configuration or KITE_ENGINE value), -EOPNOTSUPP (forced rung unusable;
+ * kite_engine_describe() is not available then, the reason is logged in
+ * no place - use KITE_ENGINE_AUTO to fall back), -ENOMEM, -EMFILE.
+ */
+KITE_MUST_CHECK int kite_engine_create(struct kite_engine **out,
+				       const struct kite_engine_config *cfg);
+
+/* Abort every stream (on_close(-ECANCELED)), wait for the kernel to let go
+ * of all buffers, free everything. Listener fds are not closed. NULL: no-op. */
+void kite_engine_destroy(struct kite_engine *e);
+
+/*
+ * Accept connections from a listening TCP socket (owned by the caller, kept
+ * open until the engine is destroyed; made O_NONBLOCK). Accepted streams
+ * start their handshake at once. Returns 0, -EINVAL, -ENOMEM, -EBUSY (more
+ * than 16 listeners).
+ */
+KITE_MUST_CHECK int kite_engine_add_listener(struct kite_engine *e, int fd);
+
+/* A listening TCP socket on host:port (numeric IPv4/IPv6, NULL: any) with
+ * SO_REUSEADDR and SO_REUSEPORT, so that one engine per thread can listen on
+ * the same port; port 0 picks a free one (read it with getsockname()). */
+KITE_MUST_CHECK int kite_listen_reuseport(const char *host, uint16_t port, int backlog);
+
+/*
+ * Hand a connected TCP socket to the engine, which owns it from now on
+ * (closes it; made O_NONBLOCK). The handshake runs in the role of the
+ * engine's context. *out (may be NULL) gets the stream, valid until its
+ * on_close. Returns 0, -EINVAL, -ENOMEM, -EMFILE (max_streams reached; fd
+ * closed).
+ */
+KITE_MUST_CHECK int kite_engine_adopt(struct kite_engine *e, int fd, struct kite_stream **out);
+
+/*
+ * Run the loop until kite_engine_stop() (the request is consumed) or until
+ * timeout_ms has passed (< 0: no limit; 0: handle what is ready, do not
+ * wait). Returns 0, or -errno if the loop itself failed.
+ */
+KITE_MUST_CHECK int kite_engine_run(struct kite_engine *e, int timeout_ms);
+
+/* Make kite_engine_run() return. Thread-safe and async-signal-safe. */
+void kite_engine_stop(struct kite_engine *e);
+
+void *kite_engine_user(const struct kite_engine *e);
+
+/* Which rung runs and why. Strings are owned by the engine. */
+struct kite_engine_info {
+	enum kite_engine_backend backend; /* never AUTO */
+	const char *name;        /* "uring", "uring-basic", "epoll" */
+	const char *detail;      /* e.g. "io_uring SINGLE_ISSUER|DEFER_TASKRUN, multishot
+				  * accept, 64 registered buffers, 64 pipes of 256 KiB" */
+	const char *reason;      /* why this rung, e.g. "KITE_ENGINE=epoll" or
+				  * "io_uring_setup: Operation not permitted
+				  * (kernel.io_uring_disabled=2)" */
+	unsigned ring_flags;     /* IORING_SETUP_* in use; 0 for epoll */
+	unsigned pipes;          /* pipes in the pool */
+	size_t pipe_size;        /* bytes per pipe, as the kernel granted */
+};
+int kite_engine_describe(const struct kite_engine *e, struct kite_engine_info *info);
+
+/* How file ranges (and queued bytes) reach the socket. */
+enum kite_engine_path {
+	KITE_PATH_KTLS_SPLICE = 0,  /* io_uring SPLICE file -> pipe -> kTLS socket */
+	KITE_PATH_KTLS_SENDFILE,    /* sendfile(2) into kTLS (epoll rung) */
+	KITE_PATH_KTLS_COPY,        /* READ_FIXED -> SEND into kTLS (small, or no free pipe) */
+	KITE_PATH_USER,             /* file read, GnuTLS records in userspace, sent */
+	KITE_PATH_PLAIN_SPLICE,     /* as above on plaintext sockets */
+	KITE_PATH_PLAIN_SENDFILE,
+	KITE_PATH_PLAIN_COPY,
+	KITE_PATH_SEND,             /* kite_stream_send() bytes, any socket */
+	KITE_PATH_COUNT
+};
+const char *kite_engine_path_name(enum kite_engine_path p); /* "ktls-splice", ...; never NULL */
+
+struct kite_engine_path_stats {
+	uint64_t requests;  /* queued items that used this path */
+	uint64_t bytes;     /* payload bytes it moved into sockets */
+	uint64_t sqes;      /* io_uring submissions it made */
+	uint64_t syscalls;  /* direct syscalls it made (epoll rung, GnuTLS I/O) */
+};
+
+/* Counters since creation. syscalls counts every syscall the engine makes
+ * itself: io_uring_enter, epoll_wait, and direct calls. */
+struct kite_engine_stats {
+	struct kite_engine_path_stats path[KITE_PATH_COUNT];
+	uint64_t enters;          /* io_uring_enter / epoll_wait calls */
+	uint64_t syscalls;        /* all of the engine's syscalls, enters included */
+	uint64_t sqes;            /* all io_uring submissions */
+	uint64_t handshake_syscalls; /* part of syscalls: handshakes and key handoff */
+	uint64_t accepted;        /* connections accepted or adopted */
+	uint64_t rejected;        /* closed at once: max_streams reached */
+	uint64_t opened;          /* handshakes completed (on_open) */
+	uint64_t closed_ok;       /* on_close with 0 */
+	uint64_t closed_err;      /* on_close with an error */
+	uint64_t timeouts;        /* of which timeouts */
+	uint64_t recv_bytes;      /* plaintext delivered to on_data */
+	uint64_t pipe_exhausted;  /* file rounds that found no free pipe (copy path instead) */
+	uint64_t buffer_waits;    /* rounds that waited for a free buffer */
+	uint64_t rx_paused;       /* times a stream stopped reading (backpressure) */
+	uint64_t streams;         /* live streams now */
+	uint64_t peak_queued;     /* largest per-stream queue seen, bytes */
+};
+int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
+
+/* ---- Streams (valid from accept/adopt until their on_close returns) ---- */
+
+/* Queue a copy of buf. Returns len, -ENOBUFS when the stream's queue would
+ * exceed max_queued (wait for on_drain), -EMSGSIZE if it never could,
+ * -EPIPE after kite_stream_close(), -EINVAL. */
+KITE_MUST_CHECK ssize_t kite_stream_send(struct kite_stream *s, const void *buf, size_t len);
+
+/* kite_stream_sendfile() flags. */
+#define KITE_SENDFILE_CLOSE_FD (1u << 0) /* the engine closes fd after the range (or on error) */
+
+/*
+ * Queue len bytes of the regular file fd from offset off. Without
+ * KITE_SENDFILE_CLOSE_FD the caller keeps fd open until on_drain or
+ * on_close. If the file ends before off + len the stream is aborted with
+ * -ENODATA: the peer gets a reset, never wrong bytes. Returns 0, -ENOBUFS,
+ * -EPIPE, -EINVAL (also for a negative offset or fd). With
+ * KITE_SENDFILE_CLOSE_FD, fd is closed on every error return as well.
+ */
+KITE_MUST_CHECK int kite_stream_sendfile(struct kite_stream *s, int fd, off_t off, size_t len,
+					 unsigned flags);
+
+/* Graceful close: after the queue has drained, close_notify (TLS), FIN,
+ * then wait briefly for the peer's end and close; on_close(s, 0). Further
+ * sends fail with -EPIPE. Idempotent. */
+int kite_stream_close(struct kite_stream *s);
+
+/* Abortive close now: queued data is dropped, the peer gets a reset;
+ * on_close(s, err) (err < 0; 0 means -ECONNABORTED). */
+void kite_stream_abort(struct kite_stream *s, int err);
+
+/* The stream's TLS connection (NULL for plaintext) for kite_conn_info() and
+ * kite_conn_set_server_name() (clients: before the first kite_engine_run). */
+struct kite_conn *kite_stream_conn(const struct kite_stream *s);
+int kite_stream_fd(const struct kite_stream *s);
+struct kite_engine *kite_stream_engine(const struct kite_stream *s);
+void kite_stream_set_user(struct kite_stream *s, void *user);
+void *kite_stream_user(const struct kite_stream *s);
+/* Bytes (and item charges) queued and not yet handed to the kernel. */
+size_t kite_stream_queued(const struct kite_stream *s);
+
+/* ==== end of engine ===================================================== */
 
 #ifdef __cplusplus
 }
