@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kite-check's io_uring backend for builds without liburing: the ring
+ * checks cannot run, and the fix is to build with it. Included by
+ * kite-check.c; tools/meson.build chooses this file or check-uring.c.
+ */
+
+static int uring_rings(struct kc_report *r)
+{
+	kc_add(r, &(struct kc_check){
+		.section = "uring", .id = "uring.setup", .name = "io_uring_setup",
+		.status = KC_MISSING, .level = KC_FALLBACK, .value = "not built",
+		.detail = "kite was built without liburing; kite uses epoll and sendfile(2)",
+		.fix = "apt-get install liburing-dev, then meson setup --reconfigure build",
+	});
+	return -EOPNOTSUPP;
+}
