@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/socket.h>
+
 #include "kite-private.h"
 
 /* GnuTLS transport through the syscall seam. MSG_NOSIGNAL: a peer reset
@@ -178,6 +180,14 @@ static int offload(struct kite_conn *c)
 	unsigned flags = c->ctx->ktls_flags;
 	int ret = 0;
 
+	/* A GnuTLS built with kTLS and told to use it (system config
+	 * ktls = true) would have set up the socket itself, through the
+	 * transport it believes is an fd: kite must be the only owner. */
+	if (gnutls_transport_is_ktls_enabled(c->s)) {
+		c->dead = kite_conn_fail(c, -EPROTO, "GnuTLS enabled its own kernel TLS; set "
+					 "ktls = false in the GnuTLS system config for kite");
+		return c->dead;
+	}
 	c->version = kite_version_from_gnutls(gnutls_protocol_get_version(c->s));
 	c->cipher = kite_cipher_from_gnutls(gnutls_cipher_get(c->s));
 	for (int d = 0; d < KITE_DIR_COUNT; d++) {

@@ -4,7 +4,8 @@
 set -eu
 
 pkgs="gcc g++ pkg-config meson ninja-build libgnutls28-dev liburing-dev libbenchmark-dev
-      linux-libc-dev user-mode-linux kmod iproute2 procps gnutls-bin openssl python3"
+      linux-libc-dev user-mode-linux kmod iproute2 procps gnutls-bin openssl python3
+      python3-matplotlib"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
