@@ -121,7 +121,8 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 	c->version = c->cipher = -1;
 	c->tx = &kite_tx_user;
 	c->rx = &kite_rx_user;
-	ctx->frozen = true;
+	atomic_store(&ctx->frozen, true);
+	kite_ctx_ref(ctx);
 
 	flags = ctx->role == KITE_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT;
 	r = gnutls_init(&c->s, flags);
@@ -136,6 +137,8 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 		r = gnutls_credentials_set(c->s, GNUTLS_CRD_CERTIFICATE, ctx->cred);
 	if (r >= 0 && ctx->ticket_key.data)
 		r = gnutls_session_ticket_enable_server(c->s, &ctx->ticket_key);
+	if (r >= 0 && ctx->nalpn)
+		r = gnutls_alpn_set_protocols(c->s, ctx->alpn, ctx->nalpn, 0);
 	if (r < 0) {
 		kite_conn_destroy(c);
 		return -ENOMEM;
@@ -156,6 +159,7 @@ void kite_conn_destroy(struct kite_conn *c)
 	if (c->s)
 		gnutls_deinit(c->s);
 	gnutls_memset(c->secret, 0, sizeof(c->secret));
+	kite_ctx_destroy(c->ctx); /* drops this connection's reference */
 	free(c->buf);
 	free(c);
 }
@@ -369,6 +373,15 @@ int kite_conn_info(const struct kite_conn *c, struct kite_conn_info *info)
 	if (!info->cipher_name)
 		info->cipher_name = "unknown";
 	info->resumed = c->handshake_done && gnutls_session_is_resumed(c->s);
+	if (c->handshake_done) {
+		gnutls_datum_t proto;
+
+		if (gnutls_alpn_get_selected_protocol(c->s, &proto) == 0 &&
+		    proto.size < sizeof(info->alpn)) {
+			memcpy(info->alpn, proto.data, proto.size);
+			info->alpn[proto.size] = 0;
+		}
+	}
 	for (int d = 0; d < KITE_DIR_COUNT; d++) {
 		info->ktls[d] = c->ktls[d];
 		info->ktls_error[d] = c->ktls_err[d];

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "kite-private.h"
 
@@ -70,6 +72,8 @@ int kite_ctx_create(struct kite_ctx **out, enum kite_role role)
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
+	atomic_init(&ctx->refs, 1);
+	atomic_init(&ctx->frozen, false);
 	ctx->role = role;
 	ctx->ktls_flags = KITE_KTLS_DEFAULT;
 	ctx->verify = true;
@@ -86,9 +90,17 @@ int kite_ctx_create(struct kite_ctx **out, enum kite_role role)
 	return 0;
 }
 
+void kite_ctx_ref(struct kite_ctx *ctx)
+{
+	atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+}
+
 void kite_ctx_destroy(struct kite_ctx *ctx)
 {
 	if (!ctx)
+		return;
+	/* acq_rel: the last owner must see every other owner's writes. */
+	if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	if (ctx->prio)
 		gnutls_priority_deinit(ctx->prio);
@@ -98,6 +110,8 @@ void kite_ctx_destroy(struct kite_ctx *ctx)
 		gnutls_memset(ctx->ticket_key.data, 0, ctx->ticket_key.size);
 		gnutls_free(ctx->ticket_key.data);
 	}
+	for (unsigned i = 0; i < ctx->nalpn; i++)
+		free(ctx->alpn[i].data);
 	free(ctx->prio_str);
 	free(ctx);
 }
@@ -106,7 +120,7 @@ static int check_mutable(struct kite_ctx *ctx)
 {
 	if (!ctx)
 		return -EINVAL;
-	if (ctx->frozen)
+	if (atomic_load(&ctx->frozen))
 		return ctx_fail(ctx, -EBUSY, "context already in use by a connection");
 	return 0;
 }
@@ -216,4 +230,74 @@ int kite_ctx_enable_tickets(struct kite_ctx *ctx)
 		return 0;
 	r = gnutls_session_ticket_key_generate(&ctx->ticket_key);
 	return r < 0 ? ctx_fail(ctx, -ENOMEM, "ticket key: %s", gnutls_strerror(r)) : 0;
+}
+
+int kite_ctx_set_alpn(struct kite_ctx *ctx, const char *const *protos, size_t n)
+{
+	int r = check_mutable(ctx);
+
+	if (r)
+		return r;
+	if (n > sizeof(ctx->alpn) / sizeof(ctx->alpn[0]) || (n && !protos))
+		return ctx_fail(ctx, -EINVAL, "at most 4 ALPN protocols");
+	for (size_t i = 0; i < n; i++)
+		if (!protos[i] || !protos[i][0] || strlen(protos[i]) > 255)
+			return ctx_fail(ctx, -EINVAL, "ALPN protocol names are 1 to 255 bytes");
+	for (unsigned i = 0; i < ctx->nalpn; i++)
+		free(ctx->alpn[i].data);
+	ctx->nalpn = 0;
+	for (size_t i = 0; i < n; i++) {
+		ctx->alpn[i].data = (unsigned char *)strdup(protos[i]);
+		if (!ctx->alpn[i].data)
+			return -ENOMEM;
+		ctx->alpn[i].size = (unsigned)strlen(protos[i]);
+		ctx->nalpn++;
+	}
+	return 0;
+}
+
+int kite_ctx_set_ticket_key_file(struct kite_ctx *ctx, const char *path)
+{
+	uint8_t buf[KITE_TICKET_KEY_SIZE + 1];
+	struct stat st;
+	ssize_t n;
+	int fd, r = check_mutable(ctx);
+
+	if (r)
+		return r;
+	if (ctx->role != KITE_SERVER)
+		return ctx_fail(ctx, -EINVAL, "session ticket keys are for servers");
+	if (!path)
+		return ctx_fail(ctx, -EINVAL, "no ticket key file given");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ctx_fail(ctx, -errno, "ticket key file %s: %s", path, kite_strerror(-errno));
+	if (fstat(fd, &st) || (st.st_mode & (S_IROTH | S_IWOTH))) {
+		close(fd);
+		return ctx_fail(ctx, -EPERM, "ticket key file %s is accessible to other users "
+				"(chmod o-rw %s)", path, path);
+	}
+	do
+		n = read(fd, buf, sizeof(buf));
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n != KITE_TICKET_KEY_SIZE) {
+		gnutls_memset(buf, 0, sizeof(buf));
+		return ctx_fail(ctx, -EINVAL, "ticket key file %s: want exactly %d bytes "
+				"(head -c %d /dev/urandom > %s)", path, KITE_TICKET_KEY_SIZE,
+				KITE_TICKET_KEY_SIZE, path);
+	}
+	if (ctx->ticket_key.data) {
+		gnutls_memset(ctx->ticket_key.data, 0, ctx->ticket_key.size);
+		gnutls_free(ctx->ticket_key.data);
+	}
+	ctx->ticket_key.data = gnutls_malloc(KITE_TICKET_KEY_SIZE);
+	if (!ctx->ticket_key.data) {
+		gnutls_memset(buf, 0, sizeof(buf));
+		return -ENOMEM;
+	}
+	memcpy(ctx->ticket_key.data, buf, KITE_TICKET_KEY_SIZE);
+	ctx->ticket_key.size = KITE_TICKET_KEY_SIZE;
+	gnutls_memset(buf, 0, sizeof(buf));
+	return 0;
 }

@@ -5,6 +5,7 @@
 
 #include <gnutls/gnutls.h>
 #include <linux/tls.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -103,17 +104,25 @@ size_t kite_cipher_secret_len(enum kite_cipher c);
 /* ---- Connection internals ------------------------------------------------ */
 
 struct kite_ctx {
+	/* One reference for the creator, one per connection: a context
+	 * replaced at run time (certificate reload) lives until its last
+	 * connection ends. */
+	atomic_uint refs;
+	atomic_bool frozen;     /* in use by a connection: setters refuse */
 	enum kite_role role;
 	gnutls_certificate_credentials_t cred;
 	gnutls_priority_t prio;
 	char *prio_str;
 	gnutls_datum_t ticket_key;
+	gnutls_datum_t alpn[4];
+	unsigned nalpn;
 	bool have_cred;
 	bool verify;
-	bool frozen;
 	unsigned ktls_flags;
 	char err[256];
 };
+
+void kite_ctx_ref(struct kite_ctx *ctx);
 
 /* One direction's backend: kernel TLS or userspace GnuTLS records. */
 struct kite_tx_ops {
@@ -182,6 +191,14 @@ KITE_MUST_CHECK int kite_ktls_send_control(struct kite_conn *c, uint8_t type, co
 /* Called by the TX path after a successful kernel send of len bytes in
  * `calls` syscalls: keeps the AEAD usage limit. */
 KITE_MUST_CHECK int kite_ktls_account(struct kite_conn *c, size_t calls, size_t len);
+
+/* io_ktls.c, for the engine: bytes still missing of a control record that
+ * starts at p (0: complete), and its handling (alerts, NewSessionTicket,
+ * KeyUpdate) once whole. handle returns 0 or the connection's -errno;
+ * c->rx_eof is set by close_notify. */
+size_t kite_ktls_ctrl_missing(uint8_t type, const uint8_t *p, size_t have);
+KITE_MUST_CHECK int kite_ktls_handle_control(struct kite_conn *c, uint8_t type, const uint8_t *p,
+					     size_t have);
 
 /* Map a GnuTLS error code to -errno, keeping GnuTLS's text as detail. */
 int kite_gnutls_err(struct kite_conn *c, int gerr, const char *what);

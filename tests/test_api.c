@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+
 #include "common.h"
 
 static void contexts(const struct t_creds *cr)
@@ -158,6 +160,147 @@ static void bad_peers(const struct t_creds *cr)
 	kite_ctx_destroy(ctx);
 }
 
+static void write_key(const char *path, size_t n, mode_t mode, uint64_t seed)
+{
+	uint8_t buf[128];
+	int fd;
+
+	t_fill(buf, sizeof(buf), seed);
+	unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	t_assert(fd >= 0 && write(fd, buf, n) == (ssize_t)n, "write %s", path);
+	fchmod(fd, mode);
+	close(fd);
+}
+
+struct gclient {
+	int fd;
+	gnutls_datum_t *session_in;   /* resume from this, if set */
+	gnutls_datum_t session_out;
+	bool resumed;
+	char alpn[32];
+};
+
+/* A plain GnuTLS client: handshake, read one byte (so the TLS 1.3 ticket
+ * that precedes it is processed), keep the session data. */
+static void *gclient(void *arg)
+{
+	struct gclient *g = arg;
+	gnutls_certificate_credentials_t cred;
+	gnutls_session_t s;
+	gnutls_datum_t proto = {(unsigned char *)"http/1.1", 8};
+	char b;
+	int r;
+
+	gnutls_certificate_allocate_credentials(&cred);
+	gnutls_init(&s, GNUTLS_CLIENT);
+	gnutls_set_default_priority(s);
+	gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred);
+	gnutls_alpn_set_protocols(s, &proto, 1, 0);
+	if (g->session_in)
+		gnutls_session_set_data(s, g->session_in->data, g->session_in->size);
+	gnutls_transport_set_int(s, g->fd);
+	do
+		r = gnutls_handshake(s);
+	while (r < 0 && !gnutls_error_is_fatal(r));
+	t_assert(r == 0, "client handshake: %s", gnutls_strerror(r));
+	do
+		r = (int)gnutls_record_recv(s, &b, 1);
+	while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+	t_assert(r == 1, "client read: %d", r);
+	g->resumed = gnutls_session_is_resumed(s);
+	if (gnutls_alpn_get_selected_protocol(s, &proto) == 0)
+		snprintf(g->alpn, sizeof(g->alpn), "%.*s", (int)proto.size, proto.data);
+	gnutls_session_get_data2(s, &g->session_out);
+	gnutls_bye(s, GNUTLS_SHUT_WR);
+	gnutls_deinit(s);
+	gnutls_certificate_free_credentials(cred);
+	return NULL;
+}
+
+/* One connection from a GnuTLS client to a kite server ctx. */
+static bool connect_once(struct kite_ctx *ctx, gnutls_datum_t *in, gnutls_datum_t *out,
+			 bool destroy_ctx_first)
+{
+	struct gclient g = {.session_in = in};
+	struct kite_conn_info info;
+	struct kite_conn *c;
+	pthread_t th;
+	int fds[2];
+
+	t_tcp_pair(fds);
+	g.fd = fds[0];
+	t_ok(kite_conn_create(&c, ctx, fds[1]));
+	if (destroy_ctx_first)
+		kite_ctx_destroy(ctx); /* the connection keeps it alive */
+	pthread_create(&th, NULL, gclient, &g);
+	t_handshake(c, "server");
+	t_send_all(c, "x", 1);
+	pthread_join(th, NULL);
+	t_ok(kite_conn_info(c, &info));
+	t_assert(info.resumed == g.resumed, "server and client disagree on resumption");
+	t_assert(!strcmp(info.alpn, "http/1.1") && !strcmp(g.alpn, "http/1.1"), "ALPN %s/%s",
+		 info.alpn, g.alpn);
+	kite_conn_destroy(c);
+	close(fds[0]);
+	close(fds[1]);
+	if (out)
+		*out = g.session_out;
+	else
+		gnutls_free(g.session_out.data);
+	return g.resumed;
+}
+
+static struct kite_ctx *ticket_server(const struct t_creds *cr, const char *keyfile)
+{
+	static const char *const alpn[] = {"http/1.1"};
+	struct kite_ctx *ctx = t_server_ctx(cr, "NORMAL:-VERS-ALL:+VERS-TLS1.3", KITE_KTLS_DEFAULT);
+
+	if (kite_ctx_set_ticket_key_file(ctx, keyfile))
+		t_fail("ticket key: %s", kite_ctx_error(ctx));
+	t_ok(kite_ctx_set_alpn(ctx, alpn, 1));
+	return ctx;
+}
+
+/* Two servers sharing a ticket key file resume each other's sessions; a
+ * server with another key does not. */
+static void tickets(const struct t_creds *cr)
+{
+	char k1[400], k2[400];
+	struct kite_ctx *a, *b, *other, *ctx;
+	gnutls_datum_t sess;
+	int r;
+
+	snprintf(k1, sizeof(k1), "%s/ticket1.key", cr->dir);
+	snprintf(k2, sizeof(k2), "%s/ticket2.key", cr->dir);
+	t_ok(kite_ctx_create(&ctx, KITE_SERVER));
+	write_key(k1, 63, 0600, 1);
+	r = kite_ctx_set_ticket_key_file(ctx, k1);
+	t_assert(r == -EINVAL && strstr(kite_ctx_error(ctx), "exactly 64 bytes"), "short key: %d", r);
+	write_key(k1, 65, 0600, 1);
+	t_assert(kite_ctx_set_ticket_key_file(ctx, k1) == -EINVAL, "long key");
+	write_key(k1, 64, 0644, 1);
+	t_assert(kite_ctx_set_ticket_key_file(ctx, k1) == -EPERM, "world-readable key");
+	t_assert(kite_ctx_set_ticket_key_file(ctx, "/nonexistent") == -ENOENT, "missing key");
+	t_assert(kite_ctx_set_alpn(ctx, (const char *const[]){""}, 1) == -EINVAL, "empty ALPN");
+	kite_ctx_destroy(ctx);
+
+	write_key(k1, 64, 0600, 1);
+	write_key(k2, 64, 0600, 2);
+	a = ticket_server(cr, k1);
+	b = ticket_server(cr, k1);
+	other = ticket_server(cr, k2);
+	t_assert(!connect_once(a, NULL, &sess, false), "first connection resumed?");
+	t_assert(connect_once(b, &sess, NULL, false), "server B did not resume A's session");
+	t_assert(!connect_once(other, &sess, NULL, false), "a different key resumed");
+	gnutls_free(sess.data);
+	kite_ctx_destroy(a);
+	kite_ctx_destroy(other);
+	/* The creator's reference goes before the connection's: still works. */
+	connect_once(b, NULL, NULL, true);
+	printf("tickets: resumption across contexts sharing a key file ok\n");
+}
+
 int main(void)
 {
 	struct t_creds cr;
@@ -165,5 +308,6 @@ int main(void)
 	t_make_creds(&cr);
 	contexts(&cr);
 	bad_peers(&cr);
+	tickets(&cr);
 	return 0;
 }

@@ -92,7 +92,10 @@ const struct kite_caps *kite_caps_get(void);
 /*
  * Create a context for one role. The context is configured with the setters
  * below before its first connection; after that it is read-only (setters
- * return -EBUSY) and may be shared between threads.
+ * return -EBUSY) and may be shared between threads. Connections hold a
+ * reference: kite_ctx_destroy() drops the creator's, and the context is
+ * freed when its last connection is destroyed (so a server can replace its
+ * context, e.g. to reload a certificate, while old connections finish).
  */
 KITE_MUST_CHECK int kite_ctx_create(struct kite_ctx **out, enum kite_role role);
 void kite_ctx_destroy(struct kite_ctx *ctx);
@@ -131,6 +134,19 @@ KITE_MUST_CHECK int kite_ctx_set_ktls(struct kite_ctx *ctx, unsigned flags);
 /* Servers: enable TLS 1.3 session tickets (resumption) with a fresh key. */
 KITE_MUST_CHECK int kite_ctx_enable_tickets(struct kite_ctx *ctx);
 
+/*
+ * Servers: session ticket key from a file of exactly KITE_TICKET_KEY_SIZE
+ * random bytes (`head -c 64 /dev/urandom > FILE`; not accessible to other
+ * users), so that servers sharing the file resume each other's sessions.
+ * Enables tickets. -EINVAL wrong size, -EPERM bad permissions, -ENOENT.
+ */
+#define KITE_TICKET_KEY_SIZE 64
+KITE_MUST_CHECK int kite_ctx_set_ticket_key_file(struct kite_ctx *ctx, const char *path);
+
+/* ALPN protocols to offer/accept, most preferred first (at most 4), e.g.
+ * {"http/1.1"}. A server then refuses clients that offer only others. */
+KITE_MUST_CHECK int kite_ctx_set_alpn(struct kite_ctx *ctx, const char *const *protos, size_t n);
+
 /* Last detailed error of a context setter; never NULL. */
 const char *kite_ctx_error(const struct kite_ctx *ctx);
 
@@ -138,8 +154,8 @@ const char *kite_ctx_error(const struct kite_ctx *ctx);
 
 /*
  * Wrap a connected TCP socket. The fd stays owned by the caller and must
- * outlive the connection; kite never closes it. The context must outlive
- * the connection.
+ * outlive the connection; kite never closes it. The connection keeps the
+ * context alive.
  */
 KITE_MUST_CHECK int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd);
 void kite_conn_destroy(struct kite_conn *conn);
@@ -213,6 +229,7 @@ struct kite_conn_info {
 	const char *version_name; /* e.g. "TLS1.3"; never NULL */
 	const char *cipher_name;  /* e.g. "AES-128-GCM"; never NULL */
 	bool resumed;
+	char alpn[32];        /* negotiated ALPN protocol, "" if none */
 	bool ktls[KITE_DIR_COUNT];        /* direction offloaded to the kernel */
 	int ktls_error[KITE_DIR_COUNT];   /* 0, or -errno why not */
 	const char *ktls_reason[KITE_DIR_COUNT]; /* "kernel TLS" or why not; never NULL */
@@ -303,12 +320,14 @@ void kite_engine_config_init(struct kite_engine_config *cfg);
 
 /*
  * Create an engine. The configuration is copied. Returns 0, -EINVAL (bad
- * configuration or KITE_ENGINE value), -EOPNOTSUPP (forced rung unusable;
- * kite_engine_describe() is not available then, the reason is logged in
- * no place - use KITE_ENGINE_AUTO to fall back), -ENOMEM, -EMFILE.
+ * configuration or KITE_ENGINE value), -EOPNOTSUPP (a forced rung cannot
+ * work here), -ENOMEM, -EMFILE; kite_engine_create_error() says why.
  */
 KITE_MUST_CHECK int kite_engine_create(struct kite_engine **out,
 				       const struct kite_engine_config *cfg);
+
+/* Detail of this thread's last failed kite_engine_create(); never NULL. */
+const char *kite_engine_create_error(void);
 
 /* Abort every stream (on_close(-ECANCELED)), wait for the kernel to let go
  * of all buffers, free everything. Listener fds are not closed. NULL: no-op. */
