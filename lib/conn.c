@@ -194,6 +194,20 @@ static int offload(struct kite_conn *c)
 	}
 	c->version = kite_version_from_gnutls(gnutls_protocol_get_version(c->s));
 	c->cipher = kite_cipher_from_gnutls(gnutls_cipher_get(c->s));
+	{
+		const char *vn = gnutls_protocol_get_name(gnutls_protocol_get_version(c->s));
+		const char *cn = gnutls_cipher_get_name(gnutls_cipher_get(c->s));
+		gnutls_datum_t proto;
+
+		snprintf(c->version_name, sizeof(c->version_name), "%s", vn ? vn : "unknown");
+		snprintf(c->cipher_name, sizeof(c->cipher_name), "%s", cn ? cn : "unknown");
+		c->resumed = gnutls_session_is_resumed(c->s);
+		if (gnutls_alpn_get_selected_protocol(c->s, &proto) == 0 &&
+		    proto.size < sizeof(c->alpn)) {
+			memcpy(c->alpn, proto.data, proto.size);
+			c->alpn[proto.size] = 0;
+		}
+	}
 	for (int d = 0; d < KITE_DIR_COUNT; d++) {
 		unsigned want = d == KITE_TX ? KITE_KTLS_TX : KITE_KTLS_RX;
 		int r;
@@ -227,6 +241,13 @@ static int offload(struct kite_conn *c)
 		c->dead = ret;
 	else
 		c->detail[0] = 0;
+	/* With both directions in the kernel, GnuTLS has nothing left to do:
+	 * free the session now so its copy of the record keys is wiped
+	 * (gnutls_deinit clears key material) instead of living on. */
+	if (c->ktls[KITE_TX] && c->ktls[KITE_RX]) {
+		gnutls_deinit(c->s);
+		c->s = NULL;
+	}
 	return ret;
 }
 
@@ -364,24 +385,10 @@ int kite_conn_info(const struct kite_conn *c, struct kite_conn_info *info)
 	info->handshake_done = c->handshake_done;
 	info->version = c->version;
 	info->cipher = c->cipher;
-	info->version_name = c->handshake_done
-		? gnutls_protocol_get_name(gnutls_protocol_get_version(c->s)) : "none";
-	info->cipher_name = c->handshake_done
-		? gnutls_cipher_get_name(gnutls_cipher_get(c->s)) : "none";
-	if (!info->version_name)
-		info->version_name = "unknown";
-	if (!info->cipher_name)
-		info->cipher_name = "unknown";
-	info->resumed = c->handshake_done && gnutls_session_is_resumed(c->s);
-	if (c->handshake_done) {
-		gnutls_datum_t proto;
-
-		if (gnutls_alpn_get_selected_protocol(c->s, &proto) == 0 &&
-		    proto.size < sizeof(info->alpn)) {
-			memcpy(info->alpn, proto.data, proto.size);
-			info->alpn[proto.size] = 0;
-		}
-	}
+	info->version_name = c->handshake_done ? c->version_name : "none";
+	info->cipher_name = c->handshake_done ? c->cipher_name : "none";
+	info->resumed = c->resumed;
+	memcpy(info->alpn, c->alpn, sizeof(info->alpn));
 	for (int d = 0; d < KITE_DIR_COUNT; d++) {
 		info->ktls[d] = c->ktls[d];
 		info->ktls_error[d] = c->ktls_err[d];

@@ -139,7 +139,7 @@ KITE_HIDDEN extern const struct kite_rx_ops kite_rx_ktls, kite_rx_user;
 
 struct kite_conn {
 	struct kite_ctx *ctx;
-	gnutls_session_t s;
+	gnutls_session_t s;    /* NULL once both directions are in the kernel */
 	int fd;
 	short poll_events;
 	int io_errno;          /* errno of the last failed push/pull */
@@ -152,6 +152,12 @@ struct kite_conn {
 	int cipher;            /* enum kite_cipher or -1 */
 	const struct kite_tx_ops *tx;
 	const struct kite_rx_ops *rx;
+	/* Negotiated parameters, kept so the GnuTLS session (and the record
+	 * keys inside it) can be freed once the kernel owns both directions. */
+	char version_name[16];
+	char cipher_name[32];
+	char alpn[32];
+	bool resumed;
 	bool ktls[KITE_DIR_COUNT];
 	int ktls_err[KITE_DIR_COUNT];
 	char ktls_reason[KITE_DIR_COUNT][256];
@@ -192,14 +198,6 @@ KITE_MUST_CHECK int kite_ktls_send_control(struct kite_conn *c, uint8_t type, co
  * `calls` syscalls: keeps the AEAD usage limit. */
 KITE_MUST_CHECK int kite_ktls_account(struct kite_conn *c, size_t calls, size_t len);
 
-/* io_ktls.c, for the engine: bytes still missing of a control record that
- * starts at p (0: complete), and its handling (alerts, NewSessionTicket,
- * KeyUpdate) once whole. handle returns 0 or the connection's -errno;
- * c->rx_eof is set by close_notify. */
-size_t kite_ktls_ctrl_missing(uint8_t type, const uint8_t *p, size_t have);
-KITE_MUST_CHECK int kite_ktls_handle_control(struct kite_conn *c, uint8_t type, const uint8_t *p,
-					     size_t have);
-
 /* Map a GnuTLS error code to -errno, keeping GnuTLS's text as detail. */
 int kite_gnutls_err(struct kite_conn *c, int gerr, const char *what);
 
@@ -207,5 +205,15 @@ int kite_gnutls_err(struct kite_conn *c, int gerr, const char *what);
  * probe) so tests can simulate another kernel. Tests only. */
 const char *kite_caps_ulp_reason(int err);
 void kite_caps_set(const struct kite_caps *c);
+
+/* ---- Engine (engine*.c) ------------------------------------------------- */
+
+/* io_ktls.c, for the engine: bytes still missing of a control record that
+ * starts at p (0: complete), and its handling (alerts, NewSessionTicket,
+ * KeyUpdate) once whole. handle returns 0 or the connection's -errno;
+ * c->rx_eof is set by close_notify. */
+size_t kite_ktls_ctrl_missing(uint8_t type, const uint8_t *p, size_t have);
+KITE_MUST_CHECK int kite_ktls_handle_control(struct kite_conn *c, uint8_t type, const uint8_t *p,
+					     size_t have);
 
 #endif /* KITE_PRIVATE_H */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "kite-private.h"
 
 static const size_t sizes[] = {0, 1, 16383, 16384, 16385, 65536 * 3 + 7};
 
@@ -104,6 +105,9 @@ static void check_offload(struct kite_conn *c, const char *who, enum kite_versio
 			if (!in.ktls[d])
 				t_fail("%s %s %s %s: not offloaded: %s", who, kite_version_name(v),
 				       kite_cipher_name(ci), kite_dir_name(d), in.ktls_reason[d]);
+			/* The kernel owns both directions: GnuTLS's session, with
+			 * its copy of the keys, must already be gone. */
+			t_assert(c->s == NULL, "%s: GnuTLS session kept after full offload", who);
 			continue;
 		}
 		t_assert(!in.ktls[d], "%s %s offloaded although the probe said no", who,
