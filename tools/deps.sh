@@ -3,8 +3,8 @@
 # Used by tools/run.sh and tools/test.sh; safe to run again.
 set -eu
 
-pkgs="gcc g++ pkg-config meson ninja-build libgnutls28-dev liburing-dev libbenchmark-dev
-      linux-libc-dev user-mode-linux kmod iproute2 procps gnutls-bin openssl python3
+pkgs="gcc g++ clang pkg-config meson ninja-build libgnutls28-dev liburing-dev libbenchmark-dev
+      linux-libc-dev user-mode-linux kmod iproute2 procps gnutls-bin openssl python3 valgrind
       python3-matplotlib"
 missing=""
 for p in $pkgs; do

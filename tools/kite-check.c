@@ -461,7 +461,10 @@ static int fragment_load(struct kc_report *r, struct kc_fragment *f, const char 
 			return e;
 		}
 		f->name = f->label = spec;
-		return fragment_parse(r, f, text, err);
+		e = fragment_parse(r, f, text, err);
+		if (e)
+			fragment_free(f); /* the caller only frees what loaded */
+		return e;
 	}
 	for (size_t i = 0; i < sizeof(builtin_fragments) / sizeof(builtin_fragments[0]); i++) {
 		size_t n = strlen(spec);
@@ -475,7 +478,10 @@ static int fragment_load(struct kc_report *r, struct kc_fragment *f, const char 
 			oom();
 		f->name = builtin_fragments[i].name;
 		f->label = kc_str(r, "kernel-config/%s", f->name);
-		return fragment_parse(r, f, text, err);
+		e = fragment_parse(r, f, text, err);
+		if (e)
+			fragment_free(f);
+		return e;
 	}
 	*err = kc_str(r, "no fragment '%s' (known: ktls, io_uring, uml; or a path with a '/')", spec);
 	return -ENOENT;

@@ -1,9 +1,72 @@
 #!/bin/sh
-# README command 2: install what is missing, build, run every test suite:
-# unit, host (this kernel), kernel (the same tests inside User-Mode Linux,
-# where kTLS must engage) and interop (gnutls-cli, openssl s_client).
+# README command 2: install what is missing, build, run every test suite.
+#
+#   main      ./build (warnings are errors): unit, host, kernel (the same
+#             tests inside User-Mode Linux, where kTLS must engage), interop
+#             (gnutls-cli, openssl, curl...), bench (kite-bench --quick)
+#   asan      ./build-asan with AddressSanitizer + UBSan: unit, host, interop
+#   valgrind  ./build under valgrind (leaks, invalid accesses): unit, host
+#   fuzz      ./build-fuzz with clang + libFuzzer: each target for
+#             KITE_FUZZ_SECONDS (default 60)
+#
+# tools/test.sh            every stage (what CI runs)
+# tools/test.sh main ...   only the named stages
+# Extra meson test arguments for the main stage: KITE_MESON_TEST_ARGS.
 set -eu
 cd "$(dirname "$0")/.."
 tools/deps.sh
-tools/build.sh
-meson test -C build --print-errorlogs --num-processes 2 "$@"
+
+stages=${*:-main asan valgrind fuzz}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+setup() { # setup DIR MESON-ARGS...: configure once, reconfigure after
+	dir=$1
+	shift
+	if [ -f "$dir/build.ninja" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+	meson compile -C "$dir"
+}
+
+for stage in $stages; do
+	echo "== tools/test.sh: $stage"
+	case $stage in
+	main)
+		setup build -Dwerror=true
+		# shellcheck disable=SC2086 # word splitting of the extra args is wanted
+		meson test -C build --print-errorlogs --num-processes "$jobs" ${KITE_MESON_TEST_ARGS:-}
+		;;
+	asan)
+		setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+			-Dbench=disabled -Duml=disabled
+		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
+			--suite unit --suite host --suite interop
+		;;
+	valgrind)
+		setup build -Dwerror=true
+		# Smaller transfers: valgrind runs about 50 times slower.
+		KITE_TEST_BIG_MIB=2 KITE_UNDER_VALGRIND=1 \
+			meson test -C build --print-errorlogs --num-processes "$jobs" \
+			--suite unit --suite host --timeout-multiplier 4 \
+			--wrap "valgrind --quiet --error-exitcode=66 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --suppressions=$PWD/tests/valgrind.supp"
+		;;
+	fuzz)
+		if ! command -v clang >/dev/null; then
+			echo "tools/test.sh: fuzz needs clang (apt-get install clang)" >&2
+			exit 1
+		fi
+		CC=clang setup build-fuzz -Dfuzz=enabled -Dbench=disabled -Duml=disabled
+		KITE_FUZZ_SECONDS=${KITE_FUZZ_SECONDS:-60} \
+			meson test -C build-fuzz --print-errorlogs --num-processes "$jobs" --suite fuzz
+		;;
+	*)
+		echo "tools/test.sh: unknown stage '$stage' (main, asan, valgrind, fuzz)" >&2
+		exit 2
+		;;
+	esac
+done
+echo "== tools/test.sh: all stages passed ($stages)"

@@ -28,28 +28,93 @@ const char *http_status_text(int status)
 	case 416: return "Range Not Satisfiable";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
 	case 505: return "HTTP Version Not Supported";
 	default: return "Unknown";
 	}
 }
 
-/* openat2 with RESOLVE_BENEATH: the kernel refuses any resolution that
- * leaves root_fd, through "..", absolute symlinks or magic links. */
+/* Where fd really is, from the kernel's view (/proc/self/fd). */
+static int fd_path(int fd, char *buf, size_t cap)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, cap - 1);
+	if (n < 0 || (size_t)n >= cap - 1)
+		return -EIO;
+	buf[n] = 0;
+	return 0;
+}
+
+/*
+ * openat2 with RESOLVE_BENEATH: the kernel refuses any resolution that
+ * leaves root_fd, through "..", absolute symlinks or magic links. Where
+ * openat2 does not exist (Linux < 5.6, seccomp filters, valgrind) the file
+ * is opened normally and then checked: the path the kernel reports for the
+ * opened fd must lie under the root's. Either way a symlink leaving the
+ * root gives -EXDEV.
+ */
 static int open_beneath(int root, const char *path, int flags)
 {
+	static _Atomic int no_openat2;
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_CLOEXEC),
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
+	char rp[4096], fp[4096];
+	size_t rl;
 	long r;
 
 	if (!*path)
 		path = ".";
+	if (!no_openat2) {
+		do
+			r = syscall(SYS_openat2, root, path, &how, sizeof(how));
+		while (r < 0 && errno == EINTR);
+		if (r >= 0 || errno != ENOSYS)
+			return r < 0 ? -errno : (int)r;
+		no_openat2 = 1;
+	}
 	do
-		r = syscall(SYS_openat2, root, path, &how, sizeof(how));
+		r = openat(root, path, flags | O_CLOEXEC);
 	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : (int)r;
+	if (r < 0) {
+		/* Report "outside the root" rather than whether something
+		 * exists out there: check the deepest ancestor that opens. */
+		int err = -errno;
+		char anc[4096];
+		char *slash;
+
+		snprintf(anc, sizeof(anc), "%s", path);
+		while ((slash = strrchr(anc, '/'))) {
+			*slash = 0;
+			r = openat(root, anc, O_PATH | O_CLOEXEC);
+			if (r >= 0)
+				break;
+		}
+		if (r < 0)
+			return err;
+		if (fd_path(root, rp, sizeof(rp)) || fd_path((int)r, fp, sizeof(fp)))
+			err = -EIO;
+		else if (strncmp(fp, rp, strlen(rp)) ||
+			 (fp[strlen(rp)] != '/' && fp[strlen(rp)] != 0 && strcmp(rp, "/")))
+			err = -EXDEV;
+		close((int)r);
+		return err;
+	}
+	if (fd_path(root, rp, sizeof(rp)) || fd_path((int)r, fp, sizeof(fp))) {
+		close((int)r);
+		return -EIO;
+	}
+	rl = strlen(rp);
+	if (strncmp(fp, rp, rl) || (fp[rl] != '/' && fp[rl] != 0 && strcmp(rp, "/"))) {
+		close((int)r);
+		return -EXDEV;
+	}
+	return (int)r;
 }
 
 static void add(struct response *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -84,11 +149,35 @@ static void finish(struct response *res)
 	add(res, "Connection: %s\r\n\r\n", res->keep_alive ? "keep-alive" : "close");
 }
 
+/* Constant bodies: respond() runs on every server thread at once, so
+ * nothing here may be formatted into shared storage. */
+static const char *error_body(int status)
+{
+	switch (status) {
+#define B(code, text) case code: return #code " " text "\n"
+	B(400, "Bad Request");
+	B(403, "Forbidden");
+	B(404, "Not Found");
+	B(405, "Method Not Allowed");
+	B(408, "Request Timeout");
+	B(413, "Content Too Large");
+	B(414, "URI Too Long");
+	B(416, "Range Not Satisfiable");
+	B(431, "Request Header Fields Too Large");
+	B(500, "Internal Server Error");
+	B(501, "Not Implemented");
+	B(503, "Service Unavailable");
+	B(505, "HTTP Version Not Supported");
+#undef B
+	default: return "error\n";
+	}
+}
+
 static void error_response(const struct responder *rp, struct response *res, int status,
 			   bool head_only, time_t now, const char *extra)
 {
-	static char bodies[16][96];
-	int n;
+	const char *body = error_body(status);
+	int n = (int)strlen(body);
 
 	start(rp, res, status, now);
 	if (status == 405)
@@ -97,9 +186,7 @@ static void error_response(const struct responder *rp, struct response *res, int
 	if (status == 400 || status == 413 || status == 414 || status == 431 || status == 505 ||
 	    status == 500 || status == 503)
 		res->keep_alive = false;
-	n = snprintf(bodies[status % 16], sizeof(bodies[0]), "%d %s\n", status,
-		     http_status_text(status));
-	res->body = bodies[status % 16];
+	res->body = body;
 	res->body_len = (size_t)n;
 	add(res, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s", n,
 	    extra ? extra : "");
