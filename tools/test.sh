@@ -30,6 +30,11 @@ setup() { # setup DIR MESON-ARGS...: configure once, reconfigure after
 	meson compile -C "$dir"
 }
 
+# Each stage's meson testlog is copied here for the closing count.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/kite-test-XXXXXX")
+trap 'rm -rf "$logs"' EXIT
+keep_log() { cp "$1/meson-logs/testlog.json" "$logs/$stage.json"; }
+
 for stage in $stages; do
 	echo "== tools/test.sh: $stage"
 	case $stage in
@@ -37,6 +42,7 @@ for stage in $stages; do
 		setup build -Dwerror=true
 		# shellcheck disable=SC2086 # word splitting of the extra args is wanted
 		meson test -C build --print-errorlogs --num-processes "$jobs" ${KITE_MESON_TEST_ARGS:-}
+		keep_log build
 		;;
 	asan)
 		setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
@@ -45,6 +51,7 @@ for stage in $stages; do
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 			meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
 			--suite unit --suite host --suite interop
+		keep_log build-asan
 		;;
 	valgrind)
 		setup build -Dwerror=true
@@ -53,6 +60,7 @@ for stage in $stages; do
 			meson test -C build --print-errorlogs --num-processes "$jobs" \
 			--suite unit --suite host --timeout-multiplier 4 \
 			--wrap "valgrind --quiet --error-exitcode=66 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --suppressions=$PWD/tests/valgrind.supp"
+		keep_log build
 		;;
 	fuzz)
 		if ! command -v clang >/dev/null; then
@@ -62,6 +70,7 @@ for stage in $stages; do
 		CC=clang setup build-fuzz -Dfuzz=enabled -Dbench=disabled -Duml=disabled
 		KITE_FUZZ_SECONDS=${KITE_FUZZ_SECONDS:-60} \
 			meson test -C build-fuzz --print-errorlogs --num-processes "$jobs" --suite fuzz
+		keep_log build-fuzz
 		;;
 	*)
 		echo "tools/test.sh: unknown stage '$stage' (main, asan, valgrind, fuzz)" >&2
@@ -70,3 +79,14 @@ for stage in $stages; do
 	esac
 done
 echo "== tools/test.sh: all stages passed ($stages)"
+# One closing line over every stage (a failing stage already stopped us).
+python3 - "$logs"/*.json <<'PY'
+import json, sys
+n = {"OK": 0, "FAIL": 0, "SKIP": 0}
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)["result"]
+        key = "OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"
+        n[key] += 1
+print(f"tests: {n['OK']} passed, {n['FAIL']} failed, {n['SKIP']} skipped")
+PY
