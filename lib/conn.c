@@ -158,7 +158,7 @@ void kite_conn_destroy(struct kite_conn *c)
 		return;
 	if (c->s)
 		gnutls_deinit(c->s);
-	gnutls_memset(c->secret, 0, sizeof(c->secret));
+	kite_wipe(c->secret, sizeof(c->secret));
 	kite_ctx_destroy(c->ctx); /* drops this connection's reference */
 	free(c->buf);
 	free(c);
@@ -232,7 +232,7 @@ static int offload(struct kite_conn *c)
 	/* Secrets are kept only for directions the kernel may need to rekey. */
 	for (int d = 0; d < KITE_DIR_COUNT; d++)
 		if (!c->ktls[d]) {
-			gnutls_memset(c->secret[d], 0, sizeof(c->secret[d]));
+			kite_wipe(c->secret[d], sizeof(c->secret[d]));
 			c->secret_len[d] = 0;
 		}
 	/* A required direction that could not be offloaded fails the

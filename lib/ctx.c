@@ -107,7 +107,7 @@ void kite_ctx_destroy(struct kite_ctx *ctx)
 	if (ctx->cred)
 		gnutls_certificate_free_credentials(ctx->cred);
 	if (ctx->ticket_key.data) {
-		gnutls_memset(ctx->ticket_key.data, 0, ctx->ticket_key.size);
+		kite_wipe(ctx->ticket_key.data, ctx->ticket_key.size);
 		gnutls_free(ctx->ticket_key.data);
 	}
 	for (unsigned i = 0; i < ctx->nalpn; i++)
@@ -282,22 +282,22 @@ int kite_ctx_set_ticket_key_file(struct kite_ctx *ctx, const char *path)
 	while (n < 0 && errno == EINTR);
 	close(fd);
 	if (n != KITE_TICKET_KEY_SIZE) {
-		gnutls_memset(buf, 0, sizeof(buf));
+		kite_wipe(buf, sizeof(buf));
 		return ctx_fail(ctx, -EINVAL, "ticket key file %s: want exactly %d bytes "
 				"(head -c %d /dev/urandom > %s)", path, KITE_TICKET_KEY_SIZE,
 				KITE_TICKET_KEY_SIZE, path);
 	}
 	if (ctx->ticket_key.data) {
-		gnutls_memset(ctx->ticket_key.data, 0, ctx->ticket_key.size);
+		kite_wipe(ctx->ticket_key.data, ctx->ticket_key.size);
 		gnutls_free(ctx->ticket_key.data);
 	}
 	ctx->ticket_key.data = gnutls_malloc(KITE_TICKET_KEY_SIZE);
 	if (!ctx->ticket_key.data) {
-		gnutls_memset(buf, 0, sizeof(buf));
+		kite_wipe(buf, sizeof(buf));
 		return -ENOMEM;
 	}
 	memcpy(ctx->ticket_key.data, buf, KITE_TICKET_KEY_SIZE);
 	ctx->ticket_key.size = KITE_TICKET_KEY_SIZE;
-	gnutls_memset(buf, 0, sizeof(buf));
+	kite_wipe(buf, sizeof(buf));
 	return 0;
 }

@@ -42,7 +42,13 @@ struct kite_sys {
 	ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
 	ssize_t (*sendfile)(int out_fd, int in_fd, off_t *offset, size_t count);
 	ssize_t (*pread)(int fd, void *buf, size_t count, off_t offset);
+	/* Wipe key material (a memset the compiler cannot drop). In the seam
+	 * so that tests can check every buffer that held keys is wiped. */
+	void (*wipe)(void *p, size_t n);
 };
+
+/* Wipe through the seam: every key buffer in libkite goes through here. */
+void kite_wipe(void *p, size_t n);
 
 KITE_HIDDEN extern const struct kite_sys *kite_sys;
 /* Replace the seam (NULL restores libc). Not thread-safe: tests only. */

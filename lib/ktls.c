@@ -204,7 +204,7 @@ static bool keep_secret(const struct kite_conn *c)
 
 static void drop_secret(struct kite_conn *c, enum kite_dir d)
 {
-	gnutls_memset(c->secret[d], 0, sizeof(c->secret[d]));
+	kite_wipe(c->secret[d], sizeof(c->secret[d]));
 	c->secret_len[d] = 0;
 }
 
@@ -240,7 +240,7 @@ int kite_ktls_install(struct kite_conn *c, enum kite_dir d)
 	seq = be64(k.seq); /* k is wiped before the kernel call */
 	size = kite_crypto_info_build(&ci, (enum kite_version)c->version,
 				      (enum kite_cipher)c->cipher, &k);
-	gnutls_memset(&k, 0, sizeof(k));
+	kite_wipe(&k, sizeof(k));
 	if (size < 0) {
 		r = kite_conn_fail(c, size, "unexpected %s key material sizes (key %u, iv %u)",
 				   kite_cipher_name(c->cipher), key.size, iv.size);
@@ -272,7 +272,7 @@ int kite_ktls_install(struct kite_conn *c, enum kite_dir d)
 	}
 	r = 0;
 out:
-	gnutls_memset(&ci, 0, sizeof(ci));
+	kite_wipe(&ci, sizeof(ci));
 	if (r || !keep_secret(c))
 		drop_secret(c, d);
 	return r;
@@ -363,10 +363,10 @@ int kite_ktls_rekey(struct kite_conn *c, enum kite_dir d)
 		c->tx_records = 0, c->tx_estimate = 0;
 	r = 0;
 out:
-	gnutls_memset(next, 0, sizeof(next));
-	gnutls_memset(key, 0, sizeof(key));
-	gnutls_memset(iv, 0, sizeof(iv));
-	gnutls_memset(&ci, 0, sizeof(ci));
+	kite_wipe(next, sizeof(next));
+	kite_wipe(key, sizeof(key));
+	kite_wipe(iv, sizeof(iv));
+	kite_wipe(&ci, sizeof(ci));
 	return r;
 }
 
@@ -420,7 +420,7 @@ static int read_tx_seq(struct kite_conn *c, uint64_t *seq)
 	}
 	*seq = be64(rs);
 out:
-	gnutls_memset(&ci, 0, sizeof(ci));
+	kite_wipe(&ci, sizeof(ci));
 	return r;
 }
 

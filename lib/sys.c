@@ -15,6 +15,11 @@ static int sys_getsockopt(int fd, int level, int name, void *val, socklen_t *len
 	return getsockopt(fd, level, name, val, len);
 }
 
+static void sys_wipe(void *p, size_t n)
+{
+	gnutls_memset(p, 0, n);
+}
+
 const struct kite_sys kite_sys_libc = {
 	.setsockopt = sys_setsockopt,
 	.getsockopt = sys_getsockopt,
@@ -22,9 +27,15 @@ const struct kite_sys kite_sys_libc = {
 	.recvmsg = recvmsg,
 	.sendfile = sendfile,
 	.pread = pread,
+	.wipe = sys_wipe,
 };
 
 const struct kite_sys *kite_sys = &kite_sys_libc;
+
+void kite_wipe(void *p, size_t n)
+{
+	(kite_sys->wipe ? kite_sys->wipe : sys_wipe)(p, n);
+}
 
 void kite_sys_set(const struct kite_sys *ops)
 {

@@ -152,6 +152,45 @@ static int script_next(struct script *s, size_t want, size_t *take)
 	return 0;
 }
 
+/*
+ * Key hygiene: every buffer that carried key material across the seam
+ * (crypto_info for TLS_TX/TLS_RX, getsockopt(TLS_TX) read-backs, a
+ * connection's kept traffic secrets) must be wiped through kite_sys.wipe
+ * before the library touches the next key buffer, and by the end of each
+ * case. Not reset by mock_reset(): checked across it.
+ */
+static struct keybuf { const void *p; size_t n; bool wiped; const char *what; } keybufs[64];
+static size_t nkeybufs, nwipes;
+
+static void check_keybufs(const char *when)
+{
+	for (size_t i = 0; i < nkeybufs; i++)
+		if (!keybufs[i].wiped)
+			t_fail("%s (%zu bytes) not wiped %s", keybufs[i].what, keybufs[i].n, when);
+	nkeybufs = 0;
+}
+
+static void track_keybuf(const void *p, size_t n, const char *what)
+{
+	check_keybufs("before the next key buffer was used");
+	keybufs[nkeybufs++] = (struct keybuf){p, n, false, what};
+}
+
+static void mock_wipe(void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	kite_sys_libc.wipe(p, n);
+	nwipes++;
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			t_fail("wipe left a non-zero byte");
+	for (size_t i = 0; i < nkeybufs; i++)
+		if ((const uint8_t *)keybufs[i].p >= b &&
+		    (const uint8_t *)keybufs[i].p + keybufs[i].n <= b + n)
+			keybufs[i].wiped = true;
+}
+
 static int mock_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	int err = 0;
@@ -167,6 +206,7 @@ static int mock_setsockopt(int fd, int level, int name, const void *val, socklen
 	} else if (level == SOL_TLS && (name == TLS_TX || name == TLS_RX)) {
 		if (len > sizeof(union kite_crypto_info))
 			t_fail("mock: crypto_info of %u bytes", (unsigned)len);
+		track_keybuf(val, len, name == TLS_TX ? "TLS_TX crypto_info" : "TLS_RX crypto_info");
 		if (!m.ulp_attached)
 			err = ENOPROTOOPT;
 		else if (m.set_err[name])
@@ -208,6 +248,9 @@ static int mock_getsockopt(int fd, int level, int name, void *val, socklen_t *le
 	put_be64(rec_seq_of(&ci), m.tx_seq);
 	memcpy(val, &ci, m.tx_ci_len);
 	*len = m.tx_ci_len;
+	/* The kernel copies the key out too: the caller must wipe it. */
+	track_keybuf(val, m.tx_ci_len, "getsockopt(TLS_TX) read-back");
+	kite_sys_libc.wipe(&ci, sizeof(ci));
 	return 0;
 }
 
@@ -350,6 +393,7 @@ static const struct kite_sys mock_sys = {
 	.recvmsg = mock_recvmsg,
 	.sendfile = mock_sendfile,
 	.pread = pread,
+	.wipe = mock_wipe,
 };
 
 static void rx_push(uint8_t type, const void *data, size_t len)
@@ -494,7 +538,9 @@ static void pair_open(struct pair *p, enum kite_version v, enum kite_cipher c, u
 static void pair_close(struct pair *p)
 {
 	t_assert(m.no_nosignal == 0, "%zu kernel sends without MSG_NOSIGNAL", m.no_nosignal);
+	track_keybuf(p->c->secret, sizeof(p->c->secret), "connection traffic secrets");
 	kite_conn_destroy(p->c);
+	check_keybufs("by kite_conn_destroy");
 	kite_ctx_destroy(p->ctx);
 	gnutls_deinit(p->peer);
 	close(p->fds[0]);
@@ -1246,6 +1292,8 @@ int main(void)
 	test_aead_limit(-EBUSY);
 	test_aead_limit(0);
 	test_key_update_call();
+	check_keybufs("at the end");
+	t_assert(nwipes > 0, "the library never wiped through the seam");
 
 	gnutls_certificate_free_credentials(peer_cred);
 	printf("PASS\n");
