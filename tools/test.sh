@@ -67,7 +67,11 @@ for stage in $stages; do
 			echo "tools/test.sh: fuzz needs clang (apt-get install clang)" >&2
 			exit 1
 		fi
-		CC=clang setup build-fuzz -Dfuzz=enabled -Dbench=disabled -Duml=disabled
+		# The library and parsers carry coverage instrumentation too, so the
+		# fuzzers see inside them, and ASan+UBSan check them.
+		CC=clang setup build-fuzz -Dfuzz=enabled -Dbench=disabled -Duml=disabled \
+			-Db_sanitize=address,undefined -Db_lundef=false \
+			-Dc_args=-fsanitize=fuzzer-no-link -Dc_link_args=-fsanitize=fuzzer-no-link
 		KITE_FUZZ_SECONDS=${KITE_FUZZ_SECONDS:-60} \
 			meson test -C build-fuzz --print-errorlogs --num-processes "$jobs" --suite fuzz
 		keep_log build-fuzz
