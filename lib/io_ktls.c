@@ -311,3 +311,15 @@ const struct kite_tx_ops kite_tx_ktls = {
 const struct kite_rx_ops kite_rx_ktls = {
 	.recv = ktls_recv,
 };
+
+/* For the io_uring engine, which receives kTLS records itself (RECVMSG with
+ * a control buffer): the same gathering and handling of control records. */
+size_t kite_ktls_ctrl_missing(uint8_t type, const uint8_t *p, size_t have)
+{
+	return ctrl_missing(type, p, have);
+}
+
+int kite_ktls_handle_control(struct kite_conn *c, uint8_t type, const uint8_t *p, size_t have)
+{
+	return handle_control(c, type, p, have);
+}

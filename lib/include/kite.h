@@ -287,7 +287,8 @@ struct kite_engine_config {
 	void (*on_open)(struct kite_stream *s);  /* handshake done, offload decided */
 	/* Plaintext received; buf is valid during the call. len == 0 (buf
 	 * NULL): the peer finished sending (close_notify, or FIN in
-	 * plaintext); the stream can still send. */
+	 * plaintext); the stream can still send. A TLS peer that closes TCP
+	 * without close_notify (truncation) ends the stream: -ECONNRESET. */
 	void (*on_data)(struct kite_stream *s, const void *buf, size_t len);
 	void (*on_drain)(struct kite_stream *s); /* send queue became empty */
 	void (*on_close)(struct kite_stream *s, int err);
@@ -310,7 +311,7 @@ struct kite_engine_config {
 	unsigned pipes;        /* pipe pool for SPLICE; default 64, 0: no splicing */
 	size_t pipe_size;      /* F_SETPIPE_SZ per pipe; default 256 KiB */
 	unsigned buffers;      /* I/O buffers (registered with io_uring); default 64 */
-	size_t buffer_size;    /* bytes per buffer, a multiple of 16 KiB; default 64 KiB */
+	size_t buffer_size;    /* bytes per buffer: 16 KiB multiple, up to 256 KiB; default 64 KiB */
 	size_t small_max;      /* file ranges up to this go READ_FIXED -> SEND; default 16 KiB */
 	unsigned ring_entries; /* submission queue size; default 1024 */
 };
@@ -330,14 +331,16 @@ KITE_MUST_CHECK int kite_engine_create(struct kite_engine **out,
 const char *kite_engine_create_error(void);
 
 /* Abort every stream (on_close(-ECANCELED)), wait for the kernel to let go
- * of all buffers, free everything. Listener fds are not closed. NULL: no-op. */
+ * of all buffers, free everything. Listener fds are not closed. Call it on
+ * the thread that ran the engine (io_uring SINGLE_ISSUER), never from a
+ * callback. NULL: no-op. */
 void kite_engine_destroy(struct kite_engine *e);
 
 /*
  * Accept connections from a listening TCP socket (owned by the caller, kept
  * open until the engine is destroyed; made O_NONBLOCK). Accepted streams
- * start their handshake at once. Returns 0, -EINVAL, -ENOMEM, -EBUSY (more
- * than 16 listeners).
+ * start their handshake at once. Returns 0, -EINVAL (fd < 0 or not
+ * listening), -ENOTSOCK, -EBUSY (more than 16 listeners), -errno of fcntl.
  */
 KITE_MUST_CHECK int kite_engine_add_listener(struct kite_engine *e, int fd);
 
@@ -350,15 +353,18 @@ KITE_MUST_CHECK int kite_listen_reuseport(const char *host, uint16_t port, int b
  * Hand a connected TCP socket to the engine, which owns it from now on
  * (closes it; made O_NONBLOCK). The handshake runs in the role of the
  * engine's context. *out (may be NULL) gets the stream, valid until its
- * on_close. Returns 0, -EINVAL, -ENOMEM, -EMFILE (max_streams reached; fd
- * closed).
+ * on_close. Returns 0; -EINVAL (fd < 0, not SOCK_STREAM) or -ENOTSOCK, and
+ * the fd stays the caller's; -EMFILE (max_streams reached) or -ENOMEM, and
+ * the fd has been closed.
  */
 KITE_MUST_CHECK int kite_engine_adopt(struct kite_engine *e, int fd, struct kite_stream **out);
 
 /*
  * Run the loop until kite_engine_stop() (the request is consumed) or until
  * timeout_ms has passed (< 0: no limit; 0: handle what is ready, do not
- * wait). Returns 0, or -errno if the loop itself failed.
+ * wait). Returns 0, -EBUSY when called from a callback, -EEXIST from
+ * another thread than the first run's (io_uring SINGLE_ISSUER), or the
+ * -errno of a failed io_uring_enter / epoll_wait.
  */
 KITE_MUST_CHECK int kite_engine_run(struct kite_engine *e, int timeout_ms);
 
@@ -366,6 +372,19 @@ KITE_MUST_CHECK int kite_engine_run(struct kite_engine *e, int timeout_ms);
 void kite_engine_stop(struct kite_engine *e);
 
 void *kite_engine_user(const struct kite_engine *e);
+
+/*
+ * Give the engine a new TLS context for the connections it accepts or
+ * adopts from now on (e.g. a reloaded certificate or ticket key); streams
+ * already there keep the context they started with (each holds a
+ * reference). Like cfg.ctx the engine borrows ctx: it must outlive the
+ * engine or the next kite_engine_set_ctx(), while the previous context may
+ * be destroyed as soon as this returns. Call it from the engine's thread
+ * (between kite_engine_run() calls or from a callback). ctx must have the
+ * role of the engine's context; NULL, a plaintext engine or another role
+ * leave the engine unchanged.
+ */
+void kite_engine_set_ctx(struct kite_engine *e, struct kite_ctx *ctx);
 
 /* Which rung runs and why. Strings are owned by the engine. */
 struct kite_engine_info {

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine internals shared by the front end (engine.c), the resource pools
+ * (engine_pool.c) and the two backends (engine_uring.c, engine_epoll.c).
+ *
+ * Shape: every event (a completion, readiness, an API call from a
+ * callback) only updates a stream's state and "kicks" it; the loop then
+ * calls the backend's progress(s), the one place that decides what the
+ * stream does next. Streams are freed only between loop iterations, after
+ * on_close, when the kernel holds nothing of theirs.
+ */
+#ifndef KITE_ENGINE_PRIVATE_H
+#define KITE_ENGINE_PRIVATE_H
+
+#include <linux/time_types.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "kite-private.h"
+
+#define ENG_MAX_LISTENERS 16
+#define ENG_ITEM_CHARGE 64u          /* queue bytes charged per item */
+#define ENG_RX_BUF (KITE_MAX_RECORD + 256)
+#define ENG_LINGER_MS 2000u          /* wait for the peer's FIN after ours */
+#define ENG_EPOLL_TICK_MS 100        /* epoll rung: timer scan period */
+/* Userspace TLS rounds read plaintext at this offset of a pool buffer and
+ * let the records grow from 0: a record adds at most ENG_REC_SLACK bytes,
+ * so 16 records of ciphertext never catch up with unread plaintext. */
+#define ENG_REC_SLACK 256u
+#define ENG_PLAIN_OFF 4096u
+#define ENG_BUF_MAX (16u * KITE_MAX_RECORD)
+
+enum eng_state {
+	ST_HANDSHAKE,  /* TLS handshake running (readiness driven) */
+	ST_OPEN,       /* data both ways */
+	ST_LINGER,     /* close_notify and FIN sent; reading until the peer's end */
+	ST_DEAD,       /* finishing: ops being cancelled, then close(fd) */
+	ST_ZOMBIE,     /* fd closed, kernel done: on_close and free at the loop's end */
+};
+
+enum eng_item_kind { ITEM_BUF, ITEM_FILE };
+
+struct eng_item {
+	struct eng_item *next;
+	uint8_t kind;
+	unsigned flags;       /* KITE_SENDFILE_CLOSE_FD */
+	int fd;               /* ITEM_FILE */
+	uint64_t off;         /* ITEM_FILE: next file offset to read; ITEM_BUF: bytes done */
+	uint64_t len;         /* bytes not yet in the socket */
+	uint64_t left;        /* bytes not yet taken (read from the file, or encrypted
+			       * or sent from data) */
+	uint8_t mech;         /* ITEM_FILE: MECH_* chosen at its first round (0: not yet) */
+	uint32_t paths;       /* bit per enum kite_engine_path that carried bytes */
+	size_t charge;        /* counted in stream->queued */
+	uint8_t data[];       /* ITEM_BUF copy */
+};
+
+/* One submission of a chain (io_uring). user_data points here. */
+struct uop {
+	uint8_t kind;         /* enum uop_kind (engine_uring.c) */
+	uint8_t idx;          /* position in its chain */
+	void *owner;          /* stream or listener */
+};
+
+/* A linked chain of up to 4 submissions whose results are judged together
+ * once every one has completed. */
+struct uchain {
+	uint8_t n;            /* ops submitted */
+	uint8_t pend;         /* CQEs still to come */
+	uint8_t done;         /* bit per op: its CQE arrived */
+	uint8_t role[4];
+	int res[4];
+	struct uop op[4];
+	struct __kernel_timespec ts; /* LINK_TIMEOUT value: read by the kernel at submit */
+};
+
+struct eng_listener {
+	struct kite_engine *e;
+	int fd;
+	bool armed;
+	bool multishot;
+	bool accepted_any;
+	uint64_t retry_at;    /* ms: re-arm after a transient accept error */
+	struct uop op;
+};
+
+struct kite_stream {
+	struct kite_engine *e;
+	struct kite_stream *prev, *next;   /* e->streams */
+	struct kite_stream *kick_next;     /* e->kick list */
+	struct kite_stream *wait_next;     /* e->waiters: for a pipe or buffer */
+	bool kicked, waiting;
+	int fd;
+	struct kite_conn *conn;            /* NULL: plaintext */
+	void *user;
+
+	enum eng_state state;
+	bool opened;          /* on_open delivered */
+	bool ktx, krx;        /* kernel TLS per direction */
+	bool close_req;       /* kite_stream_close(): finish after the queue */
+	bool notify_sent;     /* close_notify (or nothing, plaintext) done */
+	bool fin_sent;        /* shutdown(SHUT_WR) done */
+	bool rx_eof;          /* peer finished sending */
+	bool rx_paused;       /* backpressure: not reading */
+	bool rst;             /* close with a reset (abort) */
+	bool drain_due;       /* on_drain when the queue empties */
+	bool stage_mode;      /* GnuTLS push appends to the stage (userspace TX after the handshake) */
+	bool rx_mem;          /* GnuTLS pull reads rx buffer (io_uring userspace RX) */
+	int err;              /* first error; on_close(err) */
+
+	struct eng_item *qhead, **qtail;
+	size_t queued;
+
+	uint64_t t_start;     /* ms: accept/adopt, later the LINGER start */
+	uint64_t t_active;    /* ms: last byte received or sent */
+
+	/* Resources held (indices into the engine's pools, -1: none). */
+	int pipe;
+	uint32_t pipe_fill;   /* bytes in the pipe not yet in the socket */
+	bool pipe_dirty;      /* unknown content: close it instead of reuse */
+	/* A pool buffer: file bytes on the copy path, or GnuTLS records on
+	 * the userspace path (ciphertext grows from 0 while the plaintext
+	 * read at ENG_PLAIN_OFF is consumed record by record). */
+	int buf;
+	bool buf_stage;       /* GnuTLS push appends at buf_len */
+	uint32_t buf_len, buf_off;
+	uint32_t stage_limit; /* GnuTLS may write the buffer up to here */
+	uint32_t buf_plain;   /* file bytes read for GnuTLS, not encrypted yet */
+	uint64_t stage_plain; /* plaintext bytes of the head item in the buffer */
+	uint8_t stage_path;   /* path those bytes are counted on */
+	/* Records GnuTLS writes outside a round (alerts, close_notify,
+	 * KeyUpdate replies): small, malloc'd. */
+	uint8_t *stage_mem;
+	uint32_t stage_len, stage_off, stage_cap;
+
+	uint8_t *rxbuf;       /* ENG_RX_BUF */
+	uint32_t rx_have, rx_off;
+	bool rx_fin;          /* io_uring userspace RX: the socket returned 0 */
+
+	/* Control record being gathered (kTLS RX) in conn->buf. */
+	uint8_t ctrl_type;
+	uint32_t ctrl_have, ctrl_missing;
+	bool ctrl_ready;      /* complete, waiting for TX to be idle (KeyUpdate) */
+
+	/* io_uring backend */
+	struct uchain rx, tx, misc;
+	uint8_t tx_kind;       /* what the TX chain in flight is (engine_uring.c) */
+	uint8_t tx_path;       /* path charged for it */
+	uint32_t tx_len;       /* bytes it was asked to move */
+	bool need_pollout;     /* last splice into the socket said EAGAIN */
+	bool cancel_sent, close_sent;
+	struct msghdr rx_msg, tx_msg;
+	struct iovec rx_iov, tx_iov;
+	struct {
+		_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(uint8_t))];
+	} rx_cmsg, tx_cmsg;
+
+	/* epoll backend */
+	bool can_read, can_write;
+	uint64_t t_blocked;    /* ms: TX waiting for POLLOUT since */
+	uint8_t *ebuf;         /* file bytes for GnuTLS to encrypt (epoll rung) */
+};
+
+/* A backend: the ring or epoll. The choice is made once, in engine.c. */
+struct eng_backend {
+	const char *name;
+	/* Set up; on failure return -errno and write why into e->reason. */
+	int (*init)(struct kite_engine *e);
+	void (*fini)(struct kite_engine *e);
+	int (*listen)(struct kite_engine *e, struct eng_listener *l);
+	/* New stream (adopted or accepted): register it. */
+	int (*attach)(struct kite_stream *s);
+	/* Do what the stream's state allows now. */
+	void (*progress)(struct kite_stream *s);
+	/* One loop iteration: wait at most timeout_ms (-1: forever) and handle
+	 * the events. */
+	int (*wait)(struct kite_engine *e, int timeout_ms);
+	/* Cancel listener and wakeup operations (before destroy). */
+	void (*quiesce)(struct kite_engine *e);
+};
+
+struct eng_pipe {
+	int rd, wr;
+	int next_free;        /* free list, -1 ends */
+};
+
+struct kite_engine {
+	struct kite_engine_config cfg;
+	const struct eng_backend *be;
+	enum kite_engine_backend rung;
+	const char *rung_name;
+	char detail[256];
+	char reason[512];
+	unsigned ring_flags;
+	bool multishot;       /* io_uring: multishot accept and poll */
+	bool fixed_bufs;      /* io_uring: buffers registered, READ_FIXED */
+
+	int evfd;             /* kite_engine_stop() */
+	atomic_int stop;
+	bool in_run;
+	bool quiesced;        /* destroy: no more accepts or wakeups */
+
+	struct kite_engine_stats st;
+
+	struct kite_stream *streams;
+	struct kite_stream *kick_head, **kick_tail;
+	struct kite_stream *zombies;
+	struct kite_stream *wait_head, **wait_tail;
+
+	struct eng_listener listeners[ENG_MAX_LISTENERS];
+	unsigned nlisteners;
+
+	/* Pools (engine_pool.c). */
+	struct eng_pipe *pipes;
+	unsigned npipes;
+	int pipe_free;
+	size_t pipe_cap;      /* bytes one splice round moves: pipe size, 16 KiB multiple */
+	uint8_t *bufmem;
+	size_t bufmem_len;
+	unsigned nbufs;
+	size_t buf_stride;    /* buffer_size + ENG_PLAIN_OFF */
+	int *buf_free;        /* stack */
+	unsigned nbuf_free;
+
+	uint8_t *scratch;     /* decrypted bytes for on_data, ENG_RX_BUF */
+
+	/* Backend state. */
+	void *ring;           /* struct io_uring * */
+	int epfd;
+	uint64_t inflight;    /* io_uring CQEs still expected (all owners) */
+	uint64_t next_tick;
+};
+
+/* ---- engine.c ---- */
+KITE_HIDDEN uint64_t eng_now_ms(void);
+KITE_HIDDEN void eng_kick(struct kite_stream *s);
+/* Abort: first error wins; the backend cancels and closes with a reset. */
+KITE_HIDDEN void eng_fail(struct kite_stream *s, int err);
+/* Graceful end reached (linger over): close without reset. */
+KITE_HIDDEN void eng_finish(struct kite_stream *s);
+/* The backend has closed fd and the kernel holds nothing of s. */
+KITE_HIDDEN void eng_zombie(struct kite_stream *s);
+KITE_HIDDEN struct kite_stream *eng_stream_new(struct kite_engine *e, int fd);
+/* Handshake done: offload state, transports, on_open. */
+KITE_HIDDEN void eng_opened(struct kite_stream *s);
+/* Deliver plaintext (len 0: end of the peer's data). */
+KITE_HIDDEN void eng_deliver(struct kite_stream *s, const void *buf, size_t len);
+/* Bytes of the head item went out; completes it when done. */
+KITE_HIDDEN void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int path);
+KITE_HIDDEN void eng_item_pop(struct kite_stream *s);
+/* May RX be armed now (open/linger, not paused, not at EOF)? Updates the
+ * backpressure flag. */
+KITE_HIDDEN bool eng_rx_wanted(struct kite_stream *s);
+/* Does the stream have something to send? */
+KITE_HIDDEN bool eng_tx_work(const struct kite_stream *s);
+KITE_HIDDEN int eng_path(const struct kite_stream *s, int mech);
+enum { MECH_NONE, MECH_SPLICE, MECH_SENDFILE, MECH_COPY };
+/* Count a direct syscall (the engine's own, not the kernel's). */
+static inline void eng_sys(struct kite_engine *e, int path)
+{
+	e->st.syscalls++;
+	if (path >= 0)
+		e->st.path[path].syscalls++;
+}
+/* TLS 1.3/1.2 records: GnuTLS transport of the engine's streams. */
+KITE_HIDDEN void eng_tls_transport(struct kite_stream *s);
+/* After kernel TX sent len bytes in calls operations: AEAD usage limit. */
+KITE_HIDDEN int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len);
+/* Run every stream on the kick list through progress(); reap zombies. */
+KITE_HIDDEN void eng_dispatch(struct kite_engine *e);
+KITE_HIDDEN int eng_accepted(struct kite_engine *e, int fd);
+
+/* ---- engine_pool.c ---- */
+KITE_HIDDEN int eng_pools_init(struct kite_engine *e);
+KITE_HIDDEN void eng_pools_fini(struct kite_engine *e);
+KITE_HIDDEN int eng_pipe_get(struct kite_engine *e);
+KITE_HIDDEN void eng_pipe_put(struct kite_engine *e, int idx, bool dirty);
+KITE_HIDDEN int eng_buf_get(struct kite_engine *e);
+KITE_HIDDEN void eng_buf_put(struct kite_engine *e, int idx);
+static inline uint8_t *eng_buf(struct kite_engine *e, int idx)
+{
+	return e->bufmem + (size_t)idx * e->buf_stride;
+}
+/* Queue s until a pipe or buffer is released. */
+KITE_HIDDEN void eng_wait_resource(struct kite_stream *s);
+/* Release every resource s holds (after its ops completed). */
+KITE_HIDDEN void eng_release_all(struct kite_stream *s);
+
+/* ---- backends ---- */
+KITE_HIDDEN extern const struct eng_backend eng_epoll;
+#ifdef KITE_WITH_LIBURING /* lib/meson.build: liburing found */
+KITE_HIDDEN extern const struct eng_backend eng_uring;
+#endif
+
+#endif /* KITE_ENGINE_PRIVATE_H */

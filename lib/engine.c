@@ -1,0 +1,1184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine front end: configuration, the runtime ladder (decided here and
+ * nowhere else), streams and their send queues, callbacks, statistics, and
+ * the GnuTLS transport of engine streams. The backends (engine_uring.c,
+ * engine_epoll.c) only move bytes and report what happened.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine-private.h"
+
+static __thread char create_error[256];
+
+const char *kite_engine_create_error(void)
+{
+	return create_error[0] ? create_error : "no error";
+}
+
+static int create_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int create_fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(create_error, sizeof(create_error), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+uint64_t eng_now_ms(void)
+{
+	struct timespec ts;
+
+	/* vDSO: no syscall. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void kite_engine_config_init(struct kite_engine_config *cfg)
+{
+	if (!cfg)
+		return;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->handshake_timeout_ms = 10000;
+	cfg->idle_timeout_ms = 60000;
+	cfg->send_timeout_ms = 30000;
+	cfg->max_streams = 4096;
+	cfg->max_queued = 1u << 20;
+	cfg->backend = KITE_ENGINE_AUTO;
+	cfg->pipes = 64;
+	cfg->pipe_size = 256u << 10;
+	cfg->buffers = 64;
+	cfg->buffer_size = 64u << 10;
+	cfg->small_max = 16u << 10;
+	cfg->ring_entries = 1024;
+}
+
+static const char *const rung_names[] = {
+	[KITE_ENGINE_AUTO] = "auto",
+	[KITE_ENGINE_URING] = "uring",
+	[KITE_ENGINE_URING_BASIC] = "uring-basic",
+	[KITE_ENGINE_EPOLL] = "epoll",
+};
+
+static const char *const path_names[KITE_PATH_COUNT] = {
+	[KITE_PATH_KTLS_SPLICE] = "ktls-splice",
+	[KITE_PATH_KTLS_SENDFILE] = "ktls-sendfile",
+	[KITE_PATH_KTLS_COPY] = "ktls-copy",
+	[KITE_PATH_USER] = "userspace-tls",
+	[KITE_PATH_PLAIN_SPLICE] = "plain-splice",
+	[KITE_PATH_PLAIN_SENDFILE] = "plain-sendfile",
+	[KITE_PATH_PLAIN_COPY] = "plain-copy",
+	[KITE_PATH_SEND] = "send",
+};
+
+const char *kite_engine_path_name(enum kite_engine_path p)
+{
+	return (unsigned)p < KITE_PATH_COUNT ? path_names[p] : "unknown path";
+}
+
+static int check_config(const struct kite_engine_config *c)
+{
+	if (c->ctx && c->ctx->role != KITE_SERVER && c->ctx->role != KITE_CLIENT)
+		return create_fail(-EINVAL, "config: bad context");
+	if ((unsigned)c->backend > KITE_ENGINE_EPOLL)
+		return create_fail(-EINVAL, "config: backend %d unknown", (int)c->backend);
+	if (c->max_streams == 0)
+		return create_fail(-EINVAL, "config: max_streams must be > 0");
+	if (c->max_queued < 4096)
+		return create_fail(-EINVAL, "config: max_queued must be >= 4096");
+	if (c->pipes && (c->pipe_size < KITE_MAX_RECORD || c->pipe_size > (1u << 30)))
+		return create_fail(-EINVAL, "config: pipe_size must be 16 KiB .. 1 GiB");
+	if (c->buffers == 0 || c->buffers > 65536)
+		return create_fail(-EINVAL, "config: buffers must be 1 .. 65536");
+	if (c->buffer_size < KITE_MAX_RECORD || c->buffer_size > ENG_BUF_MAX ||
+	    c->buffer_size % KITE_MAX_RECORD)
+		return create_fail(-EINVAL, "config: buffer_size must be a multiple of 16 KiB, "
+				   "16 KiB .. 256 KiB");
+	if (c->small_max > c->buffer_size)
+		return create_fail(-EINVAL, "config: small_max must not exceed buffer_size");
+	if (c->ring_entries < 8 || c->ring_entries > 32768)
+		return create_fail(-EINVAL, "config: ring_entries must be 8 .. 32768");
+	return 0;
+}
+
+/* KITE_ENGINE forces a rung when the configuration leaves the choice. */
+static int rung_from_env(enum kite_engine_backend *out)
+{
+	const char *v = getenv("KITE_ENGINE");
+
+	*out = KITE_ENGINE_AUTO;
+	if (!v || !*v)
+		return 0;
+	for (unsigned i = 0; i < sizeof(rung_names) / sizeof(rung_names[0]); i++)
+		if (!strcmp(v, rung_names[i])) {
+			*out = (enum kite_engine_backend)i;
+			return 0;
+		}
+	return create_fail(-EINVAL, "KITE_ENGINE=%s: expected uring, uring-basic, epoll or auto", v);
+}
+
+static const struct eng_backend *backend_of(enum kite_engine_backend b)
+{
+#ifdef KITE_WITH_LIBURING
+	if (b == KITE_ENGINE_URING || b == KITE_ENGINE_URING_BASIC)
+		return &eng_uring;
+#endif
+	return b == KITE_ENGINE_EPOLL ? &eng_epoll : NULL;
+}
+
+/* Try one rung; on failure its reason is appended to why. */
+static int try_rung(struct kite_engine *e, enum kite_engine_backend b, char *why, size_t len)
+{
+	const struct eng_backend *be = backend_of(b);
+	size_t used = strlen(why);
+	int r;
+
+	if (!be) {
+		snprintf(why + used, len - used, "%s%s: not built (liburing missing at build time)",
+			 used ? "; " : "", rung_names[b]);
+		return -EOPNOTSUPP;
+	}
+	e->rung = b;
+	e->rung_name = rung_names[b];
+	e->be = be;
+	e->reason[0] = 0;
+	e->detail[0] = 0;
+	r = be->init(e);
+	if (r) {
+		snprintf(why + used, len - used, "%s%s: %s", used ? "; " : "", rung_names[b],
+			 e->reason[0] ? e->reason : kite_strerror(r));
+		e->be = NULL;
+	}
+	return r;
+}
+
+int kite_engine_create(struct kite_engine **out, const struct kite_engine_config *cfg)
+{
+	enum kite_engine_backend want;
+	char why[512] = "";
+	struct kite_engine *e;
+	const char *how;
+	int r;
+
+	create_error[0] = 0;
+	if (!out || !cfg)
+		return create_fail(-EINVAL, "out and cfg must not be NULL");
+	*out = NULL;
+	r = check_config(cfg);
+	if (r)
+		return r;
+	want = cfg->backend;
+	how = "configured";
+	if (want == KITE_ENGINE_AUTO) {
+		r = rung_from_env(&want);
+		if (r)
+			return r;
+		how = "KITE_ENGINE";
+	}
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return create_fail(-ENOMEM, "out of memory");
+	e->cfg = *cfg;
+	e->epfd = -1;
+	e->kick_tail = &e->kick_head;
+	e->wait_tail = &e->wait_head;
+	for (unsigned i = 0; i < ENG_MAX_LISTENERS; i++)
+		e->listeners[i].fd = -1;
+	e->scratch = malloc(ENG_RX_BUF);
+	/* kite_engine_stop() from any thread or a signal handler: one
+	 * eventfd write wakes the loop. */
+	e->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!e->scratch || e->evfd < 0) {
+		r = create_fail(e->evfd < 0 ? -errno : -ENOMEM, "eventfd: %s",
+				kite_strerror(e->evfd < 0 ? -errno : -ENOMEM));
+		goto fail;
+	}
+
+	if (want != KITE_ENGINE_AUTO) {
+		r = try_rung(e, want, why, sizeof(why));
+		if (r) {
+			r = create_fail(r == -EINVAL ? -EINVAL : -EOPNOTSUPP, "%s rung %s unusable: %s",
+					how, rung_names[want], why);
+			goto fail;
+		}
+		snprintf(e->reason + strlen(e->reason), sizeof(e->reason) - strlen(e->reason),
+			 "%s%s %s", e->reason[0] ? "; " : "", how,
+			 how[0] == 'K' ? rung_names[want] : "rung");
+	} else {
+		/* The ladder: each rung is tried for real; the first that
+		 * works is kept, with the reasons the better ones failed. */
+		static const enum kite_engine_backend ladder[] = {
+			KITE_ENGINE_URING, KITE_ENGINE_URING_BASIC, KITE_ENGINE_EPOLL,
+		};
+		r = -EOPNOTSUPP;
+		for (unsigned i = 0; i < 3 && r; i++) {
+			r = try_rung(e, ladder[i], why, sizeof(why));
+			/* io_uring_setup itself refused: the basic rung would
+			 * only hear the same answer. */
+			if (ladder[i] == KITE_ENGINE_URING && (r == -ENOSYS || r == -EPERM))
+				i++;
+		}
+		if (r) {
+			r = create_fail(r, "no engine rung works: %s", why);
+			goto fail;
+		}
+		if (why[0]) {
+			/* "<better rung>: <why not>; ...; <notes of this rung>" */
+			size_t used = strlen(why);
+
+			if (e->reason[0] && used + 2 < sizeof(why)) {
+				size_t n = strlen(e->reason);
+
+				memcpy(why + used, "; ", 2);
+				used += 2;
+				if (n > sizeof(why) - 1 - used)
+					n = sizeof(why) - 1 - used;
+				memcpy(why + used, e->reason, n);
+				why[used + n] = 0;
+			}
+			memcpy(e->reason, why, sizeof(e->reason) - 1);
+			e->reason[sizeof(e->reason) - 1] = 0;
+		} else if (!e->reason[0]) {
+			snprintf(e->reason, sizeof(e->reason), "best rung available");
+		}
+	}
+	*out = e;
+	return 0;
+fail:
+	if (e->evfd >= 0)
+		close(e->evfd);
+	free(e->scratch);
+	free(e);
+	return r;
+}
+
+void *kite_engine_user(const struct kite_engine *e)
+{
+	return e ? e->cfg.user : NULL;
+}
+
+int kite_engine_describe(const struct kite_engine *e, struct kite_engine_info *info)
+{
+	if (!e || !info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	info->backend = e->rung;
+	info->name = e->rung_name;
+	info->detail = e->detail;
+	info->reason = e->reason;
+	info->ring_flags = e->ring_flags;
+	info->pipes = e->npipes;
+	info->pipe_size = e->pipe_cap;
+	return 0;
+}
+
+int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st)
+{
+	if (!e || !st)
+		return -EINVAL;
+	*st = e->st;
+	return 0;
+}
+
+/* ---- Listeners ---------------------------------------------------------- */
+
+int kite_listen_reuseport(const char *host, uint16_t port, int backlog)
+{
+	struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
+				 .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai = NULL;
+	char ps[8];
+	int fd = -1, one = 1, r;
+
+	if (backlog <= 0)
+		return -EINVAL;
+	snprintf(ps, sizeof(ps), "%u", port);
+	r = getaddrinfo(host, ps, &hints, &ai);
+	if (r)
+		return r == EAI_MEMORY ? -ENOMEM : -EINVAL;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	/* SO_REUSEPORT: every engine thread binds the same port and the
+	 * kernel spreads new connections across their listeners. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, backlog)) {
+		r = -errno;
+		close(fd);
+		goto out;
+	}
+	r = fd;
+out:
+	freeaddrinfo(ai);
+	return r;
+}
+
+int kite_engine_add_listener(struct kite_engine *e, int fd)
+{
+	struct eng_listener *l;
+	int acc = 0, fl;
+	socklen_t len = sizeof(acc);
+
+	if (!e || fd < 0)
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len))
+		return errno == ENOTSOCK ? -ENOTSOCK : -EINVAL;
+	if (!acc)
+		return -EINVAL; /* not listening */
+	if (e->nlisteners >= ENG_MAX_LISTENERS)
+		return -EBUSY;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK))
+		return -errno;
+	l = &e->listeners[e->nlisteners];
+	l->e = e;
+	l->fd = fd;
+	l->multishot = e->multishot;
+	l->armed = false;
+	e->nlisteners++;
+	return e->be->listen(e, l);
+}
+
+/* ---- Streams: creation and end ------------------------------------------ */
+
+/* A stream for a connected socket. With TLS the GnuTLS session talks
+ * through eng_push/eng_pull (below), which count every syscall they make
+ * and, after the handshake, move records through memory the backend fills
+ * and empties. */
+struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
+{
+	struct kite_stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->e = e;
+	s->fd = fd;
+	s->pipe = s->buf = -1;
+	s->qtail = &s->qhead;
+	s->state = ST_HANDSHAKE;
+	s->t_start = s->t_active = eng_now_ms();
+	if (e->cfg.ctx) {
+		if (kite_conn_create(&s->conn, e->cfg.ctx, fd)) {
+			free(s);
+			return NULL;
+		}
+		eng_tls_transport(s);
+	}
+	s->next = e->streams;
+	if (e->streams)
+		e->streams->prev = s;
+	e->streams = s;
+	e->st.streams++;
+	e->st.accepted++;
+	return s;
+}
+
+/* A new connected socket: a stream, or closed at once over the limit. */
+int eng_accepted(struct kite_engine *e, int fd)
+{
+	struct kite_stream *s;
+	int r;
+
+	if (e->st.streams >= e->cfg.max_streams) {
+		close(fd);
+		eng_sys(e, -1);
+		e->st.rejected++;
+		return -EMFILE;
+	}
+	s = eng_stream_new(e, fd);
+	if (!s) {
+		close(fd);
+		eng_sys(e, -1);
+		e->st.rejected++;
+		return -ENOMEM;
+	}
+	r = e->be->attach(s);
+	if (r)
+		eng_fail(s, r); /* the stream exists: it ends with on_close(r) */
+	eng_kick(s);
+	return 0;
+}
+
+int kite_engine_adopt(struct kite_engine *e, int fd, struct kite_stream **out)
+{
+	int type = 0, fl, r;
+	socklen_t len = sizeof(type);
+
+	if (out)
+		*out = NULL;
+	if (!e || fd < 0)
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len))
+		return -errno;
+	if (type != SOCK_STREAM)
+		return -EINVAL;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK))
+		return -errno;
+	r = eng_accepted(e, fd);
+	if (r)
+		return r;
+	if (out)
+		*out = e->streams;
+	return 0;
+}
+
+void eng_kick(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	if (s->kicked || s->state == ST_ZOMBIE)
+		return;
+	s->kicked = true;
+	s->kick_next = NULL;
+	*e->kick_tail = s;
+	e->kick_tail = &s->kick_next;
+}
+
+static void drop_queue(struct kite_stream *s)
+{
+	while (s->qhead) {
+		struct eng_item *it = s->qhead;
+
+		s->qhead = it->next;
+		if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
+			close(it->fd);
+			eng_sys(s->e, -1);
+		}
+		free(it);
+	}
+	s->qtail = &s->qhead;
+	s->queued = 0;
+}
+
+/* Abort: whatever is queued is dropped (a half-sent range cannot be made
+ * whole), the first error is what on_close reports, and the backend ends
+ * the connection with a reset so that the peer never mistakes a cut-off
+ * body for a complete one. */
+void eng_fail(struct kite_stream *s, int err)
+{
+	if (s->state >= ST_DEAD)
+		return;
+	if (!s->err)
+		s->err = err < 0 ? err : -ECONNABORTED;
+	if (s->err == -ETIMEDOUT)
+		s->e->st.timeouts++;
+	s->rst = true;
+	s->state = ST_DEAD;
+	drop_queue(s);
+	eng_kick(s);
+}
+
+/* Graceful end (our close_notify and FIN are out, the peer is done or the
+ * linger ran out): close without a reset, on_close(0) unless an error came
+ * first. */
+void eng_finish(struct kite_stream *s)
+{
+	if (s->state >= ST_DEAD)
+		return;
+	s->state = ST_DEAD;
+	drop_queue(s);
+	eng_kick(s);
+}
+
+/* The fd is closed and no operation of the stream is in the kernel: only
+ * now may its memory (receive buffer, msghdr, chains) go. on_close and the
+ * free happen in reap(), after the kick list has drained, so no list holds
+ * a freed stream. */
+void eng_zombie(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	if (s->waiting) {
+		struct kite_stream **pp = &e->wait_head;
+
+		while (*pp && *pp != s)
+			pp = &(*pp)->wait_next;
+		if (*pp) {
+			*pp = s->wait_next;
+			if (e->wait_tail == &s->wait_next)
+				e->wait_tail = pp;
+		}
+		s->waiting = false;
+	}
+	s->state = ST_ZOMBIE;
+	s->fd = -1;
+	/* Stays on the kick list if it is there; dispatch skips zombies. */
+	s->kick_next = NULL;
+	s->wait_next = e->zombies;
+	e->zombies = s;
+}
+
+static void stream_free(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		e->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	e->st.streams--;
+	drop_queue(s);
+	kite_conn_destroy(s->conn);
+	free(s->rxbuf);
+	free(s->ebuf);
+	free(s->stage_mem);
+	free(s);
+}
+
+static void reap(struct kite_engine *e)
+{
+	while (e->zombies) {
+		struct kite_stream *s = e->zombies;
+
+		e->zombies = s->wait_next;
+		if (s->err)
+			e->st.closed_err++;
+		else
+			e->st.closed_ok++;
+		if (e->cfg.on_close)
+			e->cfg.on_close(s, s->err);
+		stream_free(s);
+	}
+}
+
+void eng_dispatch(struct kite_engine *e)
+{
+	do {
+		while (e->kick_head) {
+			struct kite_stream *s = e->kick_head;
+
+			e->kick_head = s->kick_next;
+			if (!e->kick_head)
+				e->kick_tail = &e->kick_head;
+			if (s->state == ST_ZOMBIE)
+				continue; /* on e->zombies now; kicked stays set */
+			s->kicked = false;
+			e->be->progress(s);
+		}
+		/* Streams waiting for a pipe or buffer, in arrival order, while
+		 * something is free; those still unlucky queue up again. */
+		if (e->wait_head && (e->nbuf_free || e->pipe_free >= 0)) {
+			struct kite_stream *list = e->wait_head;
+
+			e->wait_head = NULL;
+			e->wait_tail = &e->wait_head;
+			while (list) {
+				struct kite_stream *s = list;
+
+				list = s->wait_next;
+				s->waiting = false;
+				if (!e->nbuf_free && e->pipe_free < 0) {
+					/* Nothing left: back in line, order kept. */
+					s->waiting = true;
+					s->wait_next = NULL;
+					*e->wait_tail = s;
+					e->wait_tail = &s->wait_next;
+					continue;
+				}
+				if (s->state != ST_ZOMBIE)
+					e->be->progress(s);
+			}
+		}
+		reap(e);
+	} while (e->kick_head);
+}
+
+/* ---- The loop ------------------------------------------------------------ */
+
+/* One loop: dispatch (progress for every kicked stream, resource waiters,
+ * reaping), then one wait for events. The stop flag is read between the
+ * two, so a stop from a callback ends the run before the next wait. */
+int kite_engine_run(struct kite_engine *e, int timeout_ms)
+{
+	uint64_t deadline = 0;
+	sigset_t pipe_set, old;
+	int r = 0;
+
+	if (!e)
+		return -EINVAL;
+	if (e->in_run)
+		return -EBUSY;
+	e->in_run = true;
+	/* A write into a socket the peer has reset raises SIGPIPE unless the
+	 * call says MSG_NOSIGNAL; sendfile(2) and splice cannot. Keep it
+	 * blocked on this thread while the loop runs (see eng_sigpipe()). */
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	eng_sys(e, -1);
+	if (timeout_ms > 0)
+		deadline = eng_now_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		int wait_ms = -1;
+
+		eng_dispatch(e);
+		if (atomic_exchange(&e->stop, 0))
+			break;
+		if (timeout_ms == 0) {
+			wait_ms = 0;
+		} else if (timeout_ms > 0) {
+			uint64_t now = eng_now_ms();
+
+			if (now >= deadline)
+				break;
+			wait_ms = (int)(deadline - now);
+		}
+		r = e->be->wait(e, wait_ms);
+		if (r)
+			break;
+		if (timeout_ms == 0) {
+			eng_dispatch(e);
+			break;
+		}
+	}
+	eng_dispatch(e);
+	/* Drop a SIGPIPE that became pending here before unblocking. */
+	{
+		sigset_t pend;
+		struct timespec zero = {0, 0};
+
+		if (!sigpending(&pend) && sigismember(&pend, SIGPIPE) && !sigismember(&old, SIGPIPE))
+			(void)sigtimedwait(&pipe_set, NULL, &zero);
+		eng_sys(e, -1);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	eng_sys(e, -1);
+	e->in_run = false;
+	return r;
+}
+
+void kite_engine_stop(struct kite_engine *e)
+{
+	uint64_t one = 1;
+	int saved = errno;
+
+	if (!e)
+		return;
+	atomic_store(&e->stop, 1);
+	/* eventfd write: async-signal-safe. EAGAIN means already signalled. */
+	if (write(e->evfd, &one, sizeof(one)) < 0) {
+		/* nothing to do */
+	}
+	errno = saved;
+}
+
+void kite_engine_destroy(struct kite_engine *e)
+{
+	uint64_t until;
+
+	if (!e)
+		return;
+	for (struct kite_stream *s = e->streams; s; s = s->next)
+		eng_fail(s, -ECANCELED);
+	e->be->quiesce(e);
+	eng_dispatch(e);
+	/* Wait (bounded) until the kernel holds no buffer of ours. */
+	until = eng_now_ms() + 5000;
+	while ((e->streams || e->inflight) && eng_now_ms() < until) {
+		if (e->be->wait(e, 100))
+			break;
+		eng_dispatch(e);
+	}
+	e->be->fini(e);
+	/* Streams the kernel never let go (should not happen): on_close
+	 * anyway so the caller can free its state. */
+	while (e->streams) {
+		struct kite_stream *s = e->streams;
+
+		if (s->state != ST_ZOMBIE) {
+			if (s->fd >= 0)
+				close(s->fd);
+			if (!s->err)
+				s->err = -ECANCELED;
+			if (e->cfg.on_close)
+				e->cfg.on_close(s, s->err);
+			stream_free(s);
+		} else {
+			reap(e);
+		}
+	}
+	close(e->evfd);
+	free(e->scratch);
+	free(e);
+}
+
+/* ---- Send queue ---------------------------------------------------------- */
+
+/* Every queued item is charged (bytes copied plus ENG_ITEM_CHARGE), so a
+ * peer that pipelines requests without reading cannot make the queue - the
+ * only per-stream memory that grows with the peer - exceed max_queued. */
+static int queue_check(struct kite_stream *s, size_t charge)
+{
+	size_t max = s->e->cfg.max_queued;
+
+	if (s->state >= ST_LINGER || s->close_req)
+		return -EPIPE;
+	if (charge > max)
+		return -EMSGSIZE;
+	if (s->queued + charge > max)
+		return -ENOBUFS;
+	return 0;
+}
+
+static void queue_add(struct kite_stream *s, struct eng_item *it)
+{
+	struct kite_engine *e = s->e;
+
+	it->next = NULL;
+	*s->qtail = it;
+	s->qtail = &it->next;
+	s->queued += it->charge;
+	if (s->queued > e->st.peak_queued)
+		e->st.peak_queued = s->queued;
+	s->drain_due = true;
+	eng_kick(s);
+}
+
+ssize_t kite_stream_send(struct kite_stream *s, const void *buf, size_t len)
+{
+	struct eng_item *it;
+	int r;
+
+	if (!s || (!buf && len))
+		return -EINVAL;
+	r = queue_check(s, len + ENG_ITEM_CHARGE);
+	if (r)
+		return r;
+	if (!len)
+		return 0;
+	it = malloc(sizeof(*it) + len);
+	if (!it)
+		return -ENOMEM;
+	memset(it, 0, sizeof(*it));
+	it->kind = ITEM_BUF;
+	it->fd = -1;
+	it->len = len;
+	it->left = len;
+	it->charge = len + ENG_ITEM_CHARGE;
+	memcpy(it->data, buf, len);
+	queue_add(s, it);
+	return (ssize_t)len;
+}
+
+int kite_stream_sendfile(struct kite_stream *s, int fd, off_t off, size_t len, unsigned flags)
+{
+	struct eng_item *it;
+	int r = -EINVAL;
+
+	if (!s || fd < 0 || off < 0 || (flags & ~KITE_SENDFILE_CLOSE_FD) ||
+	    (uint64_t)off + len < (uint64_t)off)
+		goto err;
+	r = queue_check(s, ENG_ITEM_CHARGE);
+	if (r)
+		goto err;
+	if (!len) {
+		r = 0;
+		goto err; /* nothing to queue; the fd is closed as promised */
+	}
+	it = calloc(1, sizeof(*it));
+	if (!it) {
+		r = -ENOMEM;
+		goto err;
+	}
+	it->kind = ITEM_FILE;
+	it->flags = flags;
+	it->fd = fd;
+	it->off = (uint64_t)off;
+	it->len = len;
+	it->left = len;
+	it->charge = ENG_ITEM_CHARGE;
+	queue_add(s, it);
+	return 0;
+err:
+	if (s && fd >= 0 && (flags & KITE_SENDFILE_CLOSE_FD)) {
+		close(fd);
+		eng_sys(s->e, -1);
+	}
+	return r;
+}
+
+int kite_stream_close(struct kite_stream *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->state >= ST_LINGER || s->close_req)
+		return 0;
+	s->close_req = true;
+	eng_kick(s);
+	return 0;
+}
+
+void kite_stream_abort(struct kite_stream *s, int err)
+{
+	if (s)
+		eng_fail(s, err < 0 ? err : -ECONNABORTED);
+}
+
+struct kite_conn *kite_stream_conn(const struct kite_stream *s)
+{
+	return s ? s->conn : NULL;
+}
+
+int kite_stream_fd(const struct kite_stream *s)
+{
+	return s ? s->fd : -EINVAL;
+}
+
+struct kite_engine *kite_stream_engine(const struct kite_stream *s)
+{
+	return s ? s->e : NULL;
+}
+
+void kite_stream_set_user(struct kite_stream *s, void *user)
+{
+	if (s)
+		s->user = user;
+}
+
+void *kite_stream_user(const struct kite_stream *s)
+{
+	return s ? s->user : NULL;
+}
+
+size_t kite_stream_queued(const struct kite_stream *s)
+{
+	return s ? s->queued : 0;
+}
+
+void eng_item_pop(struct kite_stream *s)
+{
+	struct eng_item *it = s->qhead;
+	struct kite_engine *e = s->e;
+
+	if (!it)
+		return;
+	s->qhead = it->next;
+	if (!s->qhead)
+		s->qtail = &s->qhead;
+	s->queued -= it->charge;
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		if (it->paths & (1u << p))
+			e->st.path[p].requests++;
+	if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
+		close(it->fd);
+		eng_sys(e, -1);
+	}
+	free(it);
+	/* Reading may resume (backpressure) now that the queue shrank. */
+	eng_kick(s);
+}
+
+/* n bytes of the head item are in the socket. Only then is an item done:
+ * on_drain means "handed to the kernel", never "read into a buffer". */
+void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int path)
+{
+	struct kite_engine *e = s->e;
+
+	if (n > it->len)
+		n = it->len; /* never happens; keeps the counters sane */
+	it->len -= n;
+	e->st.path[path].bytes += n;
+	it->paths |= 1u << path;
+	s->t_active = eng_now_ms();
+	if (!it->len && it == s->qhead)
+		eng_item_pop(s);
+}
+
+bool eng_tx_work(const struct kite_stream *s)
+{
+	return s->qhead || s->pipe_fill || (s->buf >= 0 && (s->buf_off < s->buf_len || s->buf_plain)) ||
+	       s->stage_off < s->stage_len || (s->close_req && !s->fin_sent);
+}
+
+bool eng_rx_wanted(struct kite_stream *s)
+{
+	size_t max = s->e->cfg.max_queued;
+
+	if (s->rx_eof)
+		return false;
+	if (s->state == ST_LINGER)
+		return true;
+	if (s->state != ST_OPEN)
+		return false;
+	/* Backpressure: a peer that sends requests faster than it reads the
+	 * answers stops being read; TCP then slows it down. */
+	if (s->queued > max / 2 || (s->rx_paused && s->queued > max / 4)) {
+		if (!s->rx_paused)
+			s->e->st.rx_paused++;
+		s->rx_paused = true;
+		return false;
+	}
+	s->rx_paused = false;
+	return true;
+}
+
+int eng_path(const struct kite_stream *s, int mech)
+{
+	if (s->conn && !s->ktx)
+		return KITE_PATH_USER;
+	switch (mech) {
+	case MECH_SPLICE: return s->conn ? KITE_PATH_KTLS_SPLICE : KITE_PATH_PLAIN_SPLICE;
+	case MECH_SENDFILE: return s->conn ? KITE_PATH_KTLS_SENDFILE : KITE_PATH_PLAIN_SENDFILE;
+	default: return s->conn ? KITE_PATH_KTLS_COPY : KITE_PATH_PLAIN_COPY;
+	}
+}
+
+/* ---- Handshake done ------------------------------------------------------ */
+
+/* Syscalls kite_handshake() made for the key handoff, from the probe's
+ * answers: TCP_ULP once, then one SOL_TLS setsockopt per direction tried. */
+static unsigned offload_syscalls(struct kite_stream *s)
+{
+	const struct kite_caps *caps = kite_caps_get();
+	struct kite_conn *c = s->conn;
+	unsigned n = 0;
+
+	if (caps->ulp || c->version < 0 || c->cipher < 0)
+		return 0;
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		if ((c->ctx->ktls_flags & (d == KITE_TX ? KITE_KTLS_TX : KITE_KTLS_RX)) &&
+		    !caps->offload[c->version][c->cipher][d])
+			n++;
+	return n ? n + 1 : 0;
+}
+
+/* The handshake is done and conn.c has decided each direction's backend;
+ * the stream's view of it (ktx, krx) is fixed from here on. */
+void eng_opened(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	if (s->conn) {
+		unsigned n = offload_syscalls(s);
+
+		e->st.syscalls += n;
+		e->st.handshake_syscalls += n;
+		s->ktx = s->conn->ktls[KITE_TX];
+		s->krx = s->conn->ktls[KITE_RX];
+	}
+	s->state = ST_OPEN;
+	s->t_active = eng_now_ms();
+	e->st.opened++;
+	s->opened = true;
+	if (e->cfg.on_open)
+		e->cfg.on_open(s);
+}
+
+void eng_deliver(struct kite_stream *s, const void *buf, size_t len)
+{
+	struct kite_engine *e = s->e;
+
+	s->t_active = eng_now_ms();
+	if (!len)
+		s->rx_eof = true;
+	/* After our close (LINGER) received bytes are dropped. */
+	if (s->state != ST_OPEN)
+		return;
+	e->st.recv_bytes += len;
+	if (e->cfg.on_data)
+		e->cfg.on_data(s, len ? buf : NULL, len);
+}
+
+int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len)
+{
+	struct kite_conn *c = s->conn;
+	uint64_t before;
+	int r;
+
+	if (!c || !s->ktx || !calls)
+		return 0;
+	before = c->tx_estimate;
+	r = kite_ktls_account(c, calls, len);
+	/* A read-back of rec_seq (getsockopt) resets the estimate. */
+	if (c->tx_estimate < before)
+		eng_sys(s->e, -1);
+	if (r || c->dead) {
+		eng_fail(s, r ? r : c->dead);
+		return r ? r : c->dead;
+	}
+	return 0;
+}
+
+/* ---- GnuTLS transport of engine streams --------------------------------- */
+
+static void tls_errno(struct kite_conn *c, int err)
+{
+	c->io_errno = err;
+	gnutls_transport_set_errno(c->s, err);
+}
+
+/* Room for records: a round's buffer (up to stage_limit) or the small
+ * out-of-round stage. */
+static uint8_t *stage_room(struct kite_stream *s, size_t need)
+{
+	struct kite_engine *e = s->e;
+
+	if (s->buf >= 0 && s->buf_stage) {
+		if (s->buf_len + need > s->stage_limit)
+			return NULL;
+		return eng_buf(e, s->buf) + s->buf_len;
+	}
+	if (s->stage_len + need > s->stage_cap) {
+		/* Bounded: 4 full records and their overhead. */
+		const size_t limit = 4 * ENG_RX_BUF;
+		size_t cap = s->stage_cap ? s->stage_cap : 1024;
+		uint8_t *p;
+
+		/* Compact what was already sent before growing. */
+		if (s->stage_off) {
+			memmove(s->stage_mem, s->stage_mem + s->stage_off, s->stage_len - s->stage_off);
+			s->stage_len -= s->stage_off;
+			s->stage_off = 0;
+		}
+		if (s->stage_len + need > limit)
+			return NULL;
+		while (cap < s->stage_len + need)
+			cap = cap * 2 < limit ? cap * 2 : limit;
+		if (cap > s->stage_cap) {
+			p = realloc(s->stage_mem, cap);
+			if (!p)
+				return NULL;
+			s->stage_mem = p;
+			s->stage_cap = (uint32_t)cap;
+		}
+	}
+	return s->stage_mem + s->stage_len;
+}
+
+static ssize_t eng_push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
+{
+	struct kite_stream *s = p;
+	struct kite_conn *c = s->conn;
+	struct kite_engine *e = s->e;
+	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	size_t total = 0;
+	uint8_t *dst;
+	ssize_t r;
+
+	/* As conn.c: once TX belongs to the kernel a GnuTLS record would be
+	 * encrypted twice. */
+	if (c->ktls[KITE_TX]) {
+		kite_conn_fail(c, -EKEYEXPIRED, "GnuTLS tried to send a record on a kernel TX socket");
+		tls_errno(c, EIO);
+		return -1;
+	}
+	if (s->stage_mode) {
+		/* io_uring userspace TX: records collect in memory and go out
+		 * with one SEND. */
+		for (int i = 0; i < n; i++)
+			total += iov[i].iov_len;
+		dst = stage_room(s, total);
+		if (!dst) {
+			tls_errno(c, EAGAIN);
+			return -1;
+		}
+		for (int i = 0; i < n; i++) {
+			memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+			dst += iov[i].iov_len;
+		}
+		if (s->buf >= 0 && s->buf_stage)
+			s->buf_len += (uint32_t)total;
+		else
+			s->stage_len += (uint32_t)total;
+		return (ssize_t)total;
+	}
+	do {
+		r = kite_sys->sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+		eng_sys(e, c->handshake_done ? KITE_PATH_USER : -1);
+		if (!c->handshake_done)
+			e->st.handshake_syscalls++;
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		tls_errno(c, errno == EWOULDBLOCK ? EAGAIN : errno);
+	return r;
+}
+
+static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
+{
+	struct kite_stream *s = p;
+	struct kite_conn *c = s->conn;
+	struct kite_engine *e = s->e;
+	struct iovec iov = {buf, len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t r;
+
+	if (c->ktls[KITE_RX]) {
+		tls_errno(c, EIO);
+		return -1;
+	}
+	if (s->rx_mem) {
+		/* io_uring userspace RX: the ring received into rxbuf. */
+		size_t have = s->rx_have - s->rx_off;
+
+		if (!have) {
+			if (s->rx_fin)
+				return 0;
+			tls_errno(c, EAGAIN);
+			return -1;
+		}
+		if (len > have)
+			len = have;
+		memcpy(buf, s->rxbuf + s->rx_off, len);
+		s->rx_off += (uint32_t)len;
+		return (ssize_t)len;
+	}
+	/* During the handshake: straight from the socket, exactly the bytes
+	 * GnuTLS asks for, so that whatever follows the handshake stays in
+	 * the socket for kernel TLS RX. */
+	do {
+		r = kite_sys->recvmsg(s->fd, &msg, 0);
+		eng_sys(e, -1);
+		if (!c->handshake_done)
+			e->st.handshake_syscalls++;
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		tls_errno(c, errno == EWOULDBLOCK ? EAGAIN : errno);
+	return r;
+}
+
+static int eng_pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
+{
+	struct kite_stream *s = p;
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+	int r;
+
+	(void)ms; /* never wait inside the loop: GnuTLS treats 0 as "nothing yet" */
+	if (s->rx_mem)
+		return s->rx_off < s->rx_have || s->rx_fin;
+	r = poll(&pfd, 1, 0);
+	eng_sys(s->e, -1);
+	return r;
+}
+
+void eng_tls_transport(struct kite_stream *s)
+{
+	gnutls_session_t g = s->conn->s;
+
+	gnutls_transport_set_ptr(g, s);
+	gnutls_transport_set_vec_push_function(g, eng_push);
+	gnutls_transport_set_pull_function(g, eng_pull);
+	gnutls_transport_set_pull_timeout_function(g, eng_pull_timeout);
+}

@@ -1,0 +1,545 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * epoll backend: the last rung, for kernels or policies without io_uring
+ * (kernel.io_uring_disabled, seccomp, containers). Same streams, same
+ * queue, same callbacks; the bytes move with non-blocking syscalls:
+ * sendfile(2) into kernel TLS or plaintext sockets, pread + GnuTLS records
+ * staged in memory and sent with sendmsg in userspace. Sockets are edge-triggered and registered once, so a
+ * stream costs no epoll_ctl after its accept. Timers are a scan every
+ * ENG_EPOLL_TICK_MS.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine-private.h"
+
+/* epoll_event.data: a stream, or a tagged listener / the eventfd. */
+#define TAG_LISTENER 1u
+#define TAG_EVENTFD 2u
+#define TAG_MASK 3u
+
+/* Bytes one stream may move per turn before the others get theirs. */
+#define EP_BUDGET (4u << 20)
+/* One sendfile(2) call at most: bounds the records between two AEAD
+ * usage checks (kite_ktls_account). */
+#define EP_MAX_CALL (1u << 20)
+/* Userspace TLS: records per pread / sendmsg round (the stage holds
+ * 4 * ENG_RX_BUF, enough for 4 full records and their overhead). */
+#define EP_RECORDS 4u
+
+static int ep_init(struct kite_engine *e)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_EVENTFD};
+
+	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	eng_sys(e, -1);
+	if (e->epfd < 0) {
+		int r = -errno;
+
+		snprintf(e->reason, sizeof(e->reason), "epoll_create1: %s", kite_strerror(r));
+		return r;
+	}
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->evfd, &ev)) {
+		int r = -errno;
+
+		close(e->epfd);
+		e->epfd = -1;
+		return r;
+	}
+	eng_sys(e, -1);
+	snprintf(e->detail, sizeof(e->detail),
+		 "epoll (edge-triggered) + sendfile(2), pread + GnuTLS records in userspace");
+	return 0;
+}
+
+static void ep_fini(struct kite_engine *e)
+{
+	if (e->epfd >= 0)
+		close(e->epfd);
+	e->epfd = -1;
+}
+
+static int ep_listen(struct kite_engine *e, struct eng_listener *l)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uintptr_t)l | TAG_LISTENER};
+
+	eng_sys(e, -1);
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev)) {
+		l->fd = -1;
+		e->nlisteners--;
+		return -errno;
+	}
+	return 0;
+}
+
+static int ep_attach(struct kite_stream *s)
+{
+	/* Registered once for everything; edge-triggered, so each side is
+	 * read or written until EAGAIN and then waits for its edge. */
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+				 .data.ptr = s};
+
+	eng_sys(s->e, -1);
+	if (epoll_ctl(s->e->epfd, EPOLL_CTL_ADD, s->fd, &ev))
+		return -errno;
+	s->can_read = s->can_write = true;
+	return 0;
+}
+
+static void ep_quiesce(struct kite_engine *e)
+{
+	for (unsigned i = 0; i < e->nlisteners; i++) {
+		struct eng_listener *l = &e->listeners[i];
+
+		if (l->fd >= 0) {
+			epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+			eng_sys(e, -1);
+		}
+		l->fd = -1;
+	}
+}
+
+static void rx_error(struct kite_stream *s, int err)
+{
+	if (s->state == ST_LINGER)
+		eng_finish(s);
+	else
+		eng_fail(s, err);
+}
+
+static void blocked(struct kite_stream *s)
+{
+	if (s->can_write)
+		s->t_blocked = eng_now_ms();
+	s->can_write = false;
+}
+
+/* Close sequence once the queue is empty: close_notify, FIN, linger. */
+static void ep_close_steps(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	int r;
+
+	if (!s->notify_sent) {
+		if (s->conn) {
+			/* Kernel TX: one sendmsg with a TLS_SET_RECORD_TYPE cmsg;
+			 * userspace: gnutls_bye through eng_push. */
+			r = kite_shutdown(s->conn);
+			if (s->ktx)
+				eng_sys(e, -1);
+			if (r == -EAGAIN) {
+				blocked(s);
+				return;
+			}
+			if (r) {
+				eng_fail(s, r);
+				return;
+			}
+		}
+		s->notify_sent = true;
+	}
+	if (s->stage_off < s->stage_len)
+		return; /* the close_notify record goes out first */
+	if (!s->fin_sent) {
+		shutdown(s->fd, SHUT_WR);
+		eng_sys(e, -1);
+		s->fin_sent = true;
+		s->state = ST_LINGER;
+		s->t_start = eng_now_ms();
+		if (s->rx_eof)
+			eng_finish(s);
+	}
+}
+
+/* Userspace TLS: GnuTLS writes records into the stage (eng_push in stage
+ * mode), never into the socket, so it never holds a half-sent record: a
+ * KeyUpdate or alert it must send while reading simply queues behind. */
+static int stage_flush(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	while (s->stage_off < s->stage_len) {
+		struct iovec iov = {s->stage_mem + s->stage_off, s->stage_len - s->stage_off};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+		ssize_t r;
+
+		do {
+			r = kite_sys->sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+			eng_sys(e, s->stage_plain ? s->stage_path : -1);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		s->stage_off += (uint32_t)r;
+		s->t_active = eng_now_ms();
+	}
+	s->stage_off = s->stage_len = 0;
+	if (s->stage_plain && s->qhead) {
+		/* Every record of that plaintext is in the socket. */
+		uint64_t n = s->stage_plain;
+
+		s->stage_plain = 0;
+		eng_item_done(s, s->qhead, n, s->stage_path);
+	}
+	return 0;
+}
+
+/* Encrypt the head item's next records (up to EP_RECORDS of them, one
+ * pread and later one sendmsg) into the stage. */
+static int stage_record(struct kite_stream *s, struct eng_item *it)
+{
+	struct kite_engine *e = s->e;
+	size_t rec = gnutls_record_get_max_size(s->conn->s), done = 0;
+	const uint8_t *src;
+	size_t n;
+	ssize_t r;
+
+	/* The peer may ask for smaller records (RFC 8449): the stage's slack
+	 * is per record, so fewer bytes per round then. */
+	if (rec == 0 || rec > KITE_MAX_RECORD)
+		rec = KITE_MAX_RECORD;
+	n = it->left < EP_RECORDS * rec ? it->left : EP_RECORDS * rec;
+
+	if (it->kind == ITEM_BUF) {
+		src = it->data + it->off;
+		s->stage_path = KITE_PATH_SEND;
+	} else {
+		if (!s->ebuf) {
+			s->ebuf = malloc(EP_RECORDS * KITE_MAX_RECORD);
+			if (!s->ebuf)
+				return -ENOMEM;
+		}
+		do {
+			r = kite_sys->pread(it->fd, s->ebuf, n, (off_t)it->off);
+			eng_sys(e, KITE_PATH_USER);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ENODATA;
+		n = (size_t)r;
+		src = s->ebuf;
+		s->stage_path = KITE_PATH_USER;
+	}
+	while (done < n) {
+		size_t k = n - done < rec ? n - done : rec;
+
+		r = kite_send(s->conn, src + done, k);
+		if (r != (ssize_t)k)
+			return r < 0 ? (int)r : -EIO;
+		done += k;
+	}
+	it->off += n;
+	it->left -= n;
+	s->stage_plain = n;
+	return 0;
+}
+
+/* Kernel TLS or plaintext: the bytes go straight into the socket. */
+static ssize_t send_direct(struct kite_stream *s, struct eng_item *it, int *path)
+{
+	struct kite_engine *e = s->e;
+	ssize_t r;
+
+	if (it->kind == ITEM_BUF) {
+		struct iovec iov = {it->data + it->off, it->left};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+		int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+
+		*path = KITE_PATH_SEND;
+		if (it->next && it->next->len)
+			flags |= MSG_MORE; /* same record / segment as what follows */
+		do {
+			r = kite_sys->sendmsg(s->fd, &msg, flags);
+			eng_sys(e, *path);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		it->off += (uint64_t)r;
+		it->left -= (uint64_t)r;
+		return r;
+	}
+	*path = eng_path(s, MECH_SENDFILE);
+	{
+		size_t n = it->left < EP_MAX_CALL ? it->left : EP_MAX_CALL;
+		off_t off = (off_t)it->off;
+
+		/* sendfile(2) splices page cache pages into the socket; with
+		 * kTLS TX the kernel encrypts them into records, no copy here. */
+		do {
+			r = kite_sys->sendfile(s->fd, it->fd, &off, n);
+			eng_sys(e, *path);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		if (r == 0)
+			return -ENODATA;
+		it->off = (uint64_t)off;
+		it->left -= (uint64_t)r;
+		return r;
+	}
+}
+
+static void ep_tx(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	size_t budget = EP_BUDGET;
+
+	while (s->can_write && (s->state == ST_OPEN || s->state == ST_LINGER)) {
+		struct eng_item *it;
+		int path = KITE_PATH_SEND;
+		ssize_t r;
+
+		if (s->conn && s->conn->dead) {
+			eng_fail(s, s->conn->dead);
+			return;
+		}
+		/* Records first, in the order GnuTLS made them. */
+		r = stage_flush(s);
+		if (r == -EAGAIN) {
+			blocked(s);
+			return;
+		}
+		if (r) {
+			eng_fail(s, (int)r);
+			return;
+		}
+		if (!budget) {
+			eng_kick(s); /* more later: the others first */
+			return;
+		}
+		it = s->qhead;
+		if (!it) {
+			if (s->drain_due) {
+				s->drain_due = false;
+				if (e->cfg.on_drain)
+					e->cfg.on_drain(s);
+				continue;
+			}
+			if (s->close_req && s->state == ST_OPEN)
+				ep_close_steps(s);
+			if (s->stage_off < s->stage_len)
+				continue; /* a close_notify to flush */
+			return;
+		}
+		if (s->stage_mode) {
+			r = stage_record(s, it);
+			if (!r) {
+				budget = s->stage_len < budget ? budget - s->stage_len : 0;
+				continue;
+			}
+		} else {
+			r = send_direct(s, it, &path);
+		}
+		if (r == -EAGAIN) {
+			blocked(s);
+			return;
+		}
+		if (r < 0) {
+			if (r == -ENODATA && s->conn)
+				kite_conn_fail(s->conn, -ENODATA, "file ends at offset %llu, %llu bytes short",
+					       (unsigned long long)it->off, (unsigned long long)it->left);
+			eng_fail(s, (int)r);
+			return;
+		}
+		s->t_blocked = 0;
+		budget = (size_t)r < budget ? budget - (size_t)r : 0;
+		eng_item_done(s, it, (uint64_t)r, path);
+		if (s->ktx && eng_ktls_account(s, 1, (size_t)r))
+			return;
+	}
+}
+
+static void ep_rx(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	while (s->can_read && (s->state == ST_OPEN || s->state == ST_LINGER) && eng_rx_wanted(s)) {
+		ssize_t n;
+
+		if (s->conn) {
+			/* Kernel RX: recvmsg with a control buffer (io_ktls.c);
+			 * userspace: GnuTLS through eng_pull. */
+			n = kite_recv(s->conn, e->scratch, ENG_RX_BUF);
+			if (s->krx)
+				eng_sys(e, -1);
+		} else {
+			do {
+				n = recv(s->fd, e->scratch, ENG_RX_BUF, 0);
+				eng_sys(e, -1);
+			} while (n < 0 && errno == EINTR);
+			if (n < 0)
+				n = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+		if (n > 0) {
+			eng_deliver(s, e->scratch, (size_t)n);
+			continue;
+		}
+		if (n == 0) {
+			eng_deliver(s, NULL, 0);
+			if (s->state == ST_LINGER)
+				eng_finish(s);
+		} else if (n == -EAGAIN) {
+			s->can_read = false;
+		} else {
+			rx_error(s, (int)n);
+		}
+		return;
+	}
+}
+
+static void ep_progress(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	int r;
+
+	switch (s->state) {
+	case ST_HANDSHAKE:
+		if (s->conn) {
+			r = kite_handshake(s->conn);
+			if (r == -EAGAIN)
+				return; /* the next edge brings us back */
+			if (r) {
+				eng_fail(s, r);
+				break;
+			}
+		}
+		/* Userspace TX: records are staged in memory (see stage_flush). */
+		if (s->conn && !s->conn->ktls[KITE_TX])
+			s->stage_mode = true;
+		eng_opened(s);
+		if (s->state != ST_OPEN)
+			break;
+		/* fallthrough */
+	case ST_OPEN:
+	case ST_LINGER:
+		ep_tx(s);
+		ep_rx(s);
+		if (s->state == ST_LINGER && s->rx_eof)
+			eng_finish(s);
+		break;
+	default:
+		break;
+	}
+	if (s->state == ST_DEAD) {
+		if (s->rst) {
+			/* SO_LINGER {1, 0}: close() resets the connection. */
+			struct linger lg = {1, 0};
+
+			(void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			eng_sys(e, -1);
+		}
+		/* close() also drops the fd from the epoll set. */
+		close(s->fd);
+		eng_sys(e, -1);
+		eng_zombie(s);
+	}
+}
+
+static void ep_accept(struct kite_engine *e, struct eng_listener *l)
+{
+	for (;;) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		eng_sys(e, -1);
+		if (fd < 0) {
+			/* EAGAIN: drained. EMFILE and friends: the listener stays
+			 * readable and is tried again on the next wait. */
+			return;
+		}
+		(void)eng_accepted(e, fd);
+	}
+}
+
+static void ep_timers(struct kite_engine *e, uint64_t now)
+{
+	const struct kite_engine_config *c = &e->cfg;
+
+	for (struct kite_stream *s = e->streams; s; s = s->next) {
+		switch (s->state) {
+		case ST_HANDSHAKE:
+			if (c->handshake_timeout_ms && now >= s->t_start + c->handshake_timeout_ms)
+				eng_fail(s, -ETIMEDOUT);
+			break;
+		case ST_OPEN:
+			if (eng_tx_work(s)) {
+				if (!s->can_write && c->send_timeout_ms && s->t_blocked &&
+				    now >= s->t_blocked + c->send_timeout_ms)
+					eng_fail(s, -ETIMEDOUT);
+			} else if (c->idle_timeout_ms && now >= s->t_active + c->idle_timeout_ms) {
+				eng_fail(s, -ETIMEDOUT);
+			}
+			break;
+		case ST_LINGER:
+			if (now >= s->t_start + ENG_LINGER_MS)
+				eng_finish(s);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int ep_wait(struct kite_engine *e, int timeout_ms)
+{
+	struct epoll_event ev[256];
+	uint64_t now = eng_now_ms();
+	int n;
+
+	/* Timers need a look every tick while streams exist. */
+	if (e->streams && (timeout_ms < 0 || timeout_ms > ENG_EPOLL_TICK_MS))
+		timeout_ms = ENG_EPOLL_TICK_MS;
+	e->st.enters++;
+	eng_sys(e, -1);
+	n = epoll_wait(e->epfd, ev, 256, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		uint64_t tag = ev[i].data.u64 & TAG_MASK;
+
+		if (tag == TAG_EVENTFD) {
+			uint64_t v;
+
+			if (read(e->evfd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: nothing to reset */
+			}
+			eng_sys(e, -1);
+		} else if (tag == TAG_LISTENER) {
+			struct eng_listener *l = (void *)(uintptr_t)(ev[i].data.u64 & ~(uint64_t)TAG_MASK);
+
+			if (l->fd >= 0)
+				ep_accept(e, l);
+		} else {
+			struct kite_stream *s = ev[i].data.ptr;
+
+			if (ev[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				s->can_read = true;
+			if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+				s->can_write = true;
+			eng_kick(s);
+		}
+	}
+	now = eng_now_ms();
+	if (now >= e->next_tick) {
+		ep_timers(e, now);
+		e->next_tick = now + ENG_EPOLL_TICK_MS;
+	}
+	return 0;
+}
+
+const struct eng_backend eng_epoll = {
+	.name = "epoll",
+	.init = ep_init,
+	.fini = ep_fini,
+	.listen = ep_listen,
+	.attach = ep_attach,
+	.progress = ep_progress,
+	.wait = ep_wait,
+	.quiesce = ep_quiesce,
+};

@@ -1,0 +1,1551 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * io_uring backend. Per stream at most three chains are in flight: RX (a
+ * receive or the handshake's poll, with a linked timeout), TX (one round of
+ * the send queue) and misc (cancel, close). A chain is judged when all of
+ * its CQEs are in; then the stream is kicked and progress() decides what
+ * comes next. io_uring has no sendfile: file ranges go as linked
+ * SPLICE(file -> pipe) -> SPLICE(pipe -> socket) rounds, or READ_FIXED ->
+ * SEND through a registered buffer (small ranges, no free pipe).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "engine-private.h"
+
+/* memcheck does not model the kernel writing our buffers through the ring
+ * (RECV, RECVMSG, READ): say so where their CQEs arrive. No-ops when not
+ * under valgrind, absent without its headers. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define ENG_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
+#endif
+#endif
+#ifndef ENG_DEFINED
+#define ENG_DEFINED(p, n) ((void)(p), (void)(n))
+#endif
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+enum uop_kind { UK_NONE, UK_ACCEPT, UK_EVENTFD, UK_RX, UK_TX, UK_MISC };
+
+enum role { RO_NONE, RO_POLL, RO_TMO, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE, RO_SHUT };
+
+enum tx_kind {
+	TXK_NONE,
+	TXK_SPLICE,  /* SPLICE file -> pipe, SPLICE pipe -> socket */
+	TXK_DRAIN,   /* [POLL_ADD(POLLOUT) -> LINK_TIMEOUT ->] SPLICE pipe -> socket */
+	TXK_COPY,    /* READ_FIXED file -> buffer, SEND buffer [-> LINK_TIMEOUT] */
+	TXK_LEFT,    /* SEND the rest of a buffer (copy path, or GnuTLS records) */
+	TXK_SEND,    /* SEND queued bytes (kernel TLS or plaintext) */
+	TXK_UREAD,   /* READ_FIXED file -> buffer, for GnuTLS to encrypt */
+	TXK_STAGE,   /* SEND records GnuTLS wrote outside a round */
+	TXK_NOTIFY,  /* SENDMSG close_notify alert through kernel TLS */
+	TXK_SHUT,    /* SHUTDOWN(SHUT_WR) */
+};
+
+struct uring_state {
+	struct io_uring ring;
+	struct uop ev_op;
+	bool ev_armed;
+	bool disabled;       /* IORING_SETUP_R_DISABLED until the first run */
+};
+
+static struct io_uring *ring_of(struct kite_engine *e)
+{
+	return &((struct uring_state *)e->ring)->ring;
+}
+
+/* ---- Submission helpers --------------------------------------------------- */
+
+static int u_submit(struct kite_engine *e)
+{
+	struct io_uring *r = ring_of(e);
+	int n;
+
+	if (!io_uring_sq_ready(r))
+		return 0;
+	e->st.enters++;
+	eng_sys(e, -1);
+	n = io_uring_submit(r);
+	return n < 0 ? n : 0;
+}
+
+/* Room for the n SQEs of one chain: a chain must not be split across two
+ * submissions (the kernel ends a link at the batch boundary). */
+static bool u_room(struct kite_engine *e, unsigned n)
+{
+	if (io_uring_sq_space_left(ring_of(e)) >= n)
+		return true;
+	u_submit(e);
+	return io_uring_sq_space_left(ring_of(e)) >= n;
+}
+
+static void ch_begin(struct uchain *ch)
+{
+	ch->n = ch->pend = ch->done = 0;
+}
+
+static struct io_uring_sqe *c_op(struct kite_engine *e, struct uchain *ch, void *owner,
+				 uint8_t kind, uint8_t role, int path)
+{
+	struct io_uring_sqe *q = io_uring_get_sqe(ring_of(e)); /* u_room() ran */
+	uint8_t i = ch->n++;
+
+	ch->role[i] = role;
+	ch->res[i] = 0;
+	ch->op[i].kind = kind;
+	ch->op[i].idx = i;
+	ch->op[i].owner = owner;
+	io_uring_sqe_set_data(q, &ch->op[i]);
+	ch->pend++;
+	e->inflight++;
+	e->st.sqes++;
+	if (path >= 0)
+		e->st.path[path].sqes++;
+	return q;
+}
+
+/* The next SQE of the chain runs only if this one succeeds in full. */
+static void c_link(struct io_uring_sqe *q)
+{
+	q->flags |= IOSQE_IO_LINK;
+}
+
+/* LINK_TIMEOUT for the op before it (which must carry c_link()). */
+static struct io_uring_sqe *c_tmo(struct kite_engine *e, struct uchain *ch, void *owner,
+				  uint8_t kind, unsigned ms, int path)
+{
+	struct io_uring_sqe *q;
+
+	ch->ts.tv_sec = ms / 1000;
+	ch->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	q = c_op(e, ch, owner, kind, RO_TMO, path);
+	/* The kernel reads ts when the SQE is submitted; it lives in the
+	 * chain, which stays put until the chain's last CQE. */
+	io_uring_prep_link_timeout(q, &ch->ts, 0);
+	return q;
+}
+
+/* ---- Listeners and the stop eventfd -------------------------------------- */
+
+static void arm_accept(struct kite_engine *e, struct eng_listener *l)
+{
+	struct io_uring_sqe *q;
+
+	if (l->armed || l->fd < 0 || !u_room(e, 1))
+		return;
+	q = io_uring_get_sqe(ring_of(e));
+	/* Accepted sockets are O_NONBLOCK: the handshake runs on readiness
+	 * and splices into the socket return -EAGAIN instead of blocking an
+	 * io-wq worker. */
+	if (l->multishot)
+		io_uring_prep_multishot_accept(q, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	else
+		io_uring_prep_accept(q, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	l->op.kind = UK_ACCEPT;
+	l->op.owner = l;
+	io_uring_sqe_set_data(q, &l->op);
+	l->armed = true;
+	e->inflight++;
+	e->st.sqes++;
+}
+
+static void on_accept(struct kite_engine *e, struct eng_listener *l, int res, bool more)
+{
+	if (!more)
+		l->armed = false;
+	if (res >= 0) {
+		l->accepted_any = true;
+		(void)eng_accepted(e, res);
+		return;
+	}
+	switch (-res) {
+	case ECANCELED:
+		return; /* quiesce */
+	case EINVAL:
+		if (l->multishot && !l->accepted_any) {
+			/* Multishot accept needs Linux >= 5.19; re-arm one by one. */
+			l->multishot = false;
+			snprintf(e->detail + strlen(e->detail), sizeof(e->detail) - strlen(e->detail),
+				 ", single-shot accept");
+			return;
+		}
+		/* fallthrough */
+	case EBADF:
+	case ENOTSOCK:
+	case EOPNOTSUPP:
+		l->fd = -1; /* not a listener (any more): stop */
+		return;
+	default:
+		/* EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: try again a bit
+		 * later rather than spin. */
+		l->retry_at = eng_now_ms() + 100;
+		return;
+	}
+}
+
+static void arm_eventfd(struct kite_engine *e)
+{
+	struct uring_state *u = e->ring;
+	struct io_uring_sqe *q;
+
+	if (u->ev_armed || !u_room(e, 1))
+		return;
+	q = io_uring_get_sqe(&u->ring);
+	if (e->multishot)
+		io_uring_prep_poll_multishot(q, e->evfd, POLLIN);
+	else
+		io_uring_prep_poll_add(q, e->evfd, POLLIN);
+	u->ev_op.kind = UK_EVENTFD;
+	io_uring_sqe_set_data(q, &u->ev_op);
+	u->ev_armed = true;
+	e->inflight++;
+	e->st.sqes++;
+}
+
+static void on_eventfd(struct kite_engine *e, int res, bool more)
+{
+	struct uring_state *u = e->ring;
+	uint64_t v;
+
+	if (!more)
+		u->ev_armed = false;
+	if (res > 0) {
+		/* Reset the counter; the stop flag itself is read by the loop. */
+		if (read(e->evfd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: already read */
+		}
+		eng_sys(e, -1);
+	}
+}
+
+static int u_listen(struct kite_engine *e, struct eng_listener *l)
+{
+	(void)e;
+	(void)l; /* armed in the next wait(), on the loop's thread */
+	return 0;
+}
+
+static int u_attach(struct kite_stream *s)
+{
+	(void)s;
+	return 0;
+}
+
+/* ---- Handshake ------------------------------------------------------------- */
+
+static void user_rx(struct kite_stream *s);
+
+static void u_open(struct kite_stream *s)
+{
+	s->rxbuf = malloc(ENG_RX_BUF);
+	if (!s->rxbuf) {
+		eng_fail(s, -ENOMEM);
+		return;
+	}
+	if (s->conn) {
+		/* Directions left in userspace: GnuTLS reads and writes memory
+		 * that the ring fills and empties. */
+		s->stage_mode = !s->conn->ktls[KITE_TX];
+		s->rx_mem = !s->conn->ktls[KITE_RX];
+	}
+	eng_opened(s);
+	/* Records GnuTLS read during the handshake and holds decrypted. */
+	if (s->state == ST_OPEN && s->rx_mem)
+		user_rx(s);
+}
+
+static void hs_step(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	struct kite_conn *c = s->conn;
+	uint64_t now = eng_now_ms(), limit = e->cfg.handshake_timeout_ms;
+	struct io_uring_sqe *q;
+	unsigned left = 0;
+	int r;
+
+	if (c) {
+		r = kite_handshake(c);
+		if (r == -EAGAIN) {
+			if (limit) {
+				if (now >= s->t_start + limit) {
+					eng_fail(s, -ETIMEDOUT);
+					return;
+				}
+				left = (unsigned)(s->t_start + limit - now);
+			}
+			if (!u_room(e, 2)) {
+				eng_fail(s, -EBUSY);
+				return;
+			}
+			ch_begin(&s->rx);
+			q = c_op(e, &s->rx, s, UK_RX, RO_POLL, -1);
+			io_uring_prep_poll_add(q, s->fd, (unsigned)kite_conn_poll_events(c));
+			if (left) {
+				c_link(q);
+				c_tmo(e, &s->rx, s, UK_RX, left, -1);
+			}
+			return;
+		}
+		if (r) {
+			eng_fail(s, r);
+			return;
+		}
+	}
+	u_open(s);
+}
+
+/* ---- Receive ---------------------------------------------------------------- */
+
+static void rx_arm(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	uint64_t now = eng_now_ms(), idle = e->cfg.idle_timeout_ms;
+	struct io_uring_sqe *q;
+	unsigned tmo = 0;
+
+	if (s->state == ST_LINGER) {
+		uint64_t end = s->t_start + ENG_LINGER_MS;
+
+		if (now >= end) {
+			eng_finish(s);
+			return;
+		}
+		tmo = (unsigned)(end - now);
+	} else if (idle) {
+		uint64_t end = s->t_active + idle;
+
+		if (now < end)
+			tmo = (unsigned)(end - now);
+		else if (!eng_tx_work(s) && !s->tx.pend) {
+			eng_fail(s, -ETIMEDOUT);
+			return;
+		} else
+			tmo = (unsigned)idle; /* busy sending: look again later */
+	}
+	if (!u_room(e, 2)) {
+		eng_fail(s, -EBUSY);
+		return;
+	}
+	ch_begin(&s->rx);
+	q = c_op(e, &s->rx, s, UK_RX, RO_RECV, -1);
+	if (s->krx) {
+		void *dst = s->rxbuf;
+		size_t len = ENG_RX_BUF;
+
+		if (s->ctrl_have) {
+			/* The rest of a control record: the kernel hands out the
+			 * remainder of a partly read record before the next. */
+			dst = s->conn->buf + s->ctrl_have;
+			len = s->ctrl_missing;
+		}
+		s->rx_iov.iov_base = dst;
+		s->rx_iov.iov_len = len;
+		memset(&s->rx_msg, 0, sizeof(s->rx_msg));
+		s->rx_msg.msg_iov = &s->rx_iov;
+		s->rx_msg.msg_iovlen = 1;
+		/* uapi (Documentation/networking/tls.rst): with a control
+		 * buffer each kTLS recvmsg returns records of one type and says
+		 * which in cmsg SOL_TLS/TLS_GET_RECORD_TYPE; without one a
+		 * non-data record at the head fails with EIO. */
+		s->rx_msg.msg_control = s->rx_cmsg.buf;
+		s->rx_msg.msg_controllen = sizeof(s->rx_cmsg.buf);
+		io_uring_prep_recvmsg(q, s->fd, &s->rx_msg, 0);
+	} else {
+		io_uring_prep_recv(q, s->fd, s->rxbuf, ENG_RX_BUF, 0);
+	}
+	if (tmo) {
+		c_link(q);
+		c_tmo(e, &s->rx, s, UK_RX, tmo, -1);
+	}
+}
+
+/* Idle timer of a stream that cannot read (peer finished): a plain TIMEOUT. */
+static void idle_arm(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	uint64_t now = eng_now_ms(), end = s->t_active + e->cfg.idle_timeout_ms;
+	struct io_uring_sqe *q;
+	unsigned ms;
+
+	if (!e->cfg.idle_timeout_ms || eng_tx_work(s) || s->tx.pend)
+		return;
+	if (now >= end) {
+		eng_fail(s, -ETIMEDOUT);
+		return;
+	}
+	if (!u_room(e, 1))
+		return;
+	ms = (unsigned)(end - now);
+	ch_begin(&s->rx);
+	s->rx.ts.tv_sec = ms / 1000;
+	s->rx.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	q = c_op(e, &s->rx, s, UK_RX, RO_TMO, -1);
+	io_uring_prep_timeout(q, &s->rx.ts, 0, 0);
+}
+
+static void rx_error(struct kite_stream *s, int err)
+{
+	if (s->state == ST_LINGER)
+		eng_finish(s); /* we are done anyway */
+	else
+		eng_fail(s, err);
+}
+
+/* Userspace RX: let GnuTLS decrypt what the ring received into rxbuf. */
+static void user_rx(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	while (s->state == ST_OPEN || s->state == ST_LINGER) {
+		ssize_t n = kite_recv(s->conn, e->scratch, ENG_RX_BUF);
+
+		if (n > 0) {
+			eng_deliver(s, e->scratch, (size_t)n);
+			continue;
+		}
+		if (n == 0) {
+			eng_deliver(s, NULL, 0);
+			if (s->state == ST_LINGER)
+				eng_finish(s);
+		} else if (n != -EAGAIN) {
+			rx_error(s, (int)n);
+		}
+		break;
+	}
+}
+
+/* Handle the complete control record in conn->buf. A KeyUpdate may answer
+ * with our own KeyUpdate and a new TLS_TX key: never while a TX chain is in
+ * the kernel, whose bytes must stay under the old key. Until then nothing
+ * more is read (progress() comes back when TX is idle). */
+static void ktls_control(struct kite_stream *s)
+{
+	struct kite_conn *c = s->conn;
+	int r;
+
+	if (!s->ctrl_ready || (s->ctrl_type == KITE_CT_HANDSHAKE && s->tx.pend))
+		return;
+	s->ctrl_ready = false;
+	r = kite_ktls_handle_control(c, s->ctrl_type, c->buf, s->ctrl_have);
+	s->ctrl_have = 0;
+	if (r) {
+		rx_error(s, r);
+		return;
+	}
+	if (c->rx_eof) {
+		eng_deliver(s, NULL, 0);
+		if (s->state == ST_LINGER)
+			eng_finish(s);
+	}
+}
+
+static void ktls_rx(struct kite_stream *s, int n)
+{
+	struct kite_conn *c = s->conn;
+	uint8_t type = KITE_CT_APPLICATION_DATA;
+	struct cmsghdr *cm;
+	size_t miss;
+
+	if (s->rx_msg.msg_flags & MSG_CTRUNC) {
+		rx_error(s, kite_conn_fail(c, -EPROTO, "record type cmsg truncated"));
+		return;
+	}
+	for (cm = CMSG_FIRSTHDR(&s->rx_msg); cm; cm = CMSG_NXTHDR(&s->rx_msg, cm))
+		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
+			memcpy(&type, CMSG_DATA(cm), 1);
+	if (s->ctrl_have) {
+		if (n == 0 || type != s->ctrl_type) {
+			rx_error(s, kite_conn_fail(c, -EPROTO, "truncated control record"));
+			return;
+		}
+		s->ctrl_have += (uint32_t)n;
+	} else if (n == 0) {
+		/* A close_notify would have arrived as an alert record. */
+		if (s->state == ST_LINGER) {
+			eng_finish(s);
+			return;
+		}
+		rx_error(s, kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify"));
+		return;
+	} else if (type == KITE_CT_APPLICATION_DATA) {
+		eng_deliver(s, s->rxbuf, (size_t)n);
+		return;
+	} else {
+		if ((size_t)n > KITE_MAX_RECORD) {
+			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
+			return;
+		}
+		memcpy(c->buf, s->rxbuf, (size_t)n);
+		s->ctrl_type = type;
+		s->ctrl_have = (uint32_t)n;
+	}
+	miss = kite_ktls_ctrl_missing(s->ctrl_type, c->buf, s->ctrl_have);
+	if (miss) {
+		if (s->ctrl_have + miss > KITE_MAX_RECORD) {
+			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
+			return;
+		}
+		s->ctrl_missing = (uint32_t)miss; /* rx_arm() reads the rest */
+		return;
+	}
+	s->ctrl_ready = true;
+	ktls_control(s);
+}
+
+static void rx_done(struct kite_stream *s)
+{
+	struct uchain *ch = &s->rx;
+	struct kite_engine *e = s->e;
+	int res = ch->res[0];
+	bool fired = false;
+
+	for (int i = 0; i < ch->n; i++)
+		if (ch->role[i] == RO_TMO && ch->res[i] == -ETIME)
+			fired = true;
+	if (s->state == ST_HANDSHAKE) {
+		if (fired)
+			eng_fail(s, -ETIMEDOUT);
+		return; /* progress() drives the handshake on */
+	}
+	if (s->state != ST_OPEN && s->state != ST_LINGER)
+		return;
+	if (ch->role[0] == RO_TMO || res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
+		/* EINTR without a signal: seen on Linux 6.1 kTLS RX; retry. */
+		if (!fired)
+			return;
+		if (s->state == ST_LINGER)
+			eng_finish(s);
+		else if (!eng_tx_work(s) && !s->tx.pend &&
+			 eng_now_ms() >= s->t_active + e->cfg.idle_timeout_ms)
+			eng_fail(s, -ETIMEDOUT);
+		return;
+	}
+	if (res < 0) {
+		if (s->conn)
+			kite_conn_fail(s->conn, res, "receive: %s", kite_strerror(res));
+		rx_error(s, res);
+		return;
+	}
+	if (s->krx) {
+		ENG_DEFINED(s->rx_iov.iov_base, (size_t)res);
+		ENG_DEFINED(&s->rx_msg, sizeof(s->rx_msg));
+		ENG_DEFINED(s->rx_cmsg.buf, sizeof(s->rx_cmsg.buf));
+	} else {
+		ENG_DEFINED(s->rxbuf, (size_t)res);
+	}
+	if (s->krx) {
+		ktls_rx(s, res);
+	} else if (s->conn) {
+		s->rx_have = (uint32_t)res;
+		s->rx_off = 0;
+		if (!res)
+			s->rx_fin = true;
+		user_rx(s);
+	} else if (res) {
+		eng_deliver(s, s->rxbuf, (size_t)res);
+	} else {
+		eng_deliver(s, NULL, 0);
+		if (s->state == ST_LINGER)
+			eng_finish(s);
+	}
+}
+
+/* ---- Send ----------------------------------------------------------------- */
+
+/* Stalled-send timer: a LINK_TIMEOUT after the op that waits for room. */
+static void stall_tmo(struct kite_stream *s, struct io_uring_sqe *q, int path)
+{
+	unsigned ms = s->e->cfg.send_timeout_ms;
+
+	if (ms) {
+		c_link(q);
+		c_tmo(s->e, &s->tx, s, UK_TX, ms, path);
+	}
+}
+
+static void tx_begin(struct kite_stream *s, uint8_t kind, int path, size_t len)
+{
+	ch_begin(&s->tx);
+	s->tx_kind = kind;
+	s->tx_path = (uint8_t)path;
+	s->tx_len = (uint32_t)len;
+}
+
+static void send_chain(struct kite_stream *s, uint8_t kind, int path, const void *p, size_t len,
+		       bool more)
+{
+	struct io_uring_sqe *q;
+
+	tx_begin(s, kind, path, len);
+	q = c_op(s->e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	/* MSG_NOSIGNAL: a reset peer is an error, not SIGPIPE. MSG_MORE keeps
+	 * the kTLS record (or TCP segment) open for what follows at once.
+	 * Short sends are resubmitted by us: kTLS rejects MSG_WAITALL and
+	 * SEND_ZC. */
+	io_uring_prep_send(q, s->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+	stall_tmo(s, q, path);
+}
+
+/* Is there more to send right after the head item's current bytes? */
+static bool more_after(const struct eng_item *it, uint64_t n)
+{
+	return it->left > n || (it->next && it->next->len);
+}
+
+static void splice_chain(struct kite_stream *s, struct eng_item *it)
+{
+	struct kite_engine *e = s->e;
+	struct eng_pipe *p = &e->pipes[s->pipe];
+	uint64_t n = it->left < e->pipe_cap ? it->left : e->pipe_cap;
+	int path = eng_path(s, MECH_SPLICE);
+	struct io_uring_sqe *q;
+	bool more;
+
+	/* A pipe slot holds one page: from an unaligned offset the range
+	 * needs one slot more than its size suggests. Stay a 16 KiB multiple
+	 * so that the kernel's records are full. */
+	if ((it->off & 4095) && n == e->pipe_cap && n > KITE_MAX_RECORD)
+		n -= KITE_MAX_RECORD;
+	more = it->left > n;
+	tx_begin(s, TXK_SPLICE, path, n);
+	q = c_op(e, &s->tx, s, UK_TX, RO_FILE_IN, path);
+	/* A short splice (end of file, partial page) fails the link: the
+	 * second SPLICE then completes -ECANCELED and the bytes wait in the
+	 * pipe for the next round. */
+	io_uring_prep_splice(q, it->fd, (int64_t)it->off, p->wr, -1, (unsigned)n, 0);
+	c_link(q);
+	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	/* SPLICE_F_MORE (MSG_MORE to kTLS) keeps the record open across
+	 * calls; never on the last chunk, or kTLS holds the final record. */
+	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, (unsigned)n, more ? SPLICE_F_MORE : 0);
+}
+
+static void drain_chain(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	struct eng_pipe *p = &e->pipes[s->pipe];
+	struct eng_item *it = s->qhead;
+	int path = eng_path(s, MECH_SPLICE);
+	struct io_uring_sqe *q;
+	bool more = it && it->left > 0;
+
+	tx_begin(s, TXK_DRAIN, path, s->pipe_fill);
+	if (s->need_pollout) {
+		/* The socket said EAGAIN (it is O_NONBLOCK, and splice has no
+		 * internal poll): wait for room, then splice. */
+		q = c_op(e, &s->tx, s, UK_TX, RO_POLL, path);
+		io_uring_prep_poll_add(q, s->fd, POLLOUT);
+		c_link(q);
+		if (e->cfg.send_timeout_ms) {
+			q = c_tmo(e, &s->tx, s, UK_TX, e->cfg.send_timeout_ms, path);
+			c_link(q);
+		}
+	}
+	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, s->pipe_fill, more ? SPLICE_F_MORE : 0);
+}
+
+static struct io_uring_sqe *read_op(struct kite_stream *s, struct eng_item *it, uint8_t *dst,
+				    size_t n, int path)
+{
+	struct kite_engine *e = s->e;
+	struct io_uring_sqe *q = c_op(e, &s->tx, s, UK_TX, RO_FILE_IN, path);
+
+	/* READ_FIXED: the buffer index names the registered buffer dst lies
+	 * in; the kernel skips pinning the pages for every read. */
+	if (e->fixed_bufs)
+		io_uring_prep_read_fixed(q, it->fd, dst, (unsigned)n, it->off, s->buf);
+	else
+		io_uring_prep_read(q, it->fd, dst, (unsigned)n, it->off);
+	return q;
+}
+
+static void copy_chain(struct kite_stream *s, struct eng_item *it)
+{
+	struct kite_engine *e = s->e;
+	uint64_t n = it->left < e->cfg.buffer_size ? it->left : e->cfg.buffer_size;
+	int path = eng_path(s, MECH_COPY);
+	uint8_t *b = eng_buf(e, s->buf);
+	struct io_uring_sqe *q;
+
+	tx_begin(s, TXK_COPY, path, n);
+	s->buf_len = s->buf_off = 0;
+	/* A short read fails the link: the SEND is cancelled and the bytes
+	 * that did arrive go out in the next round. */
+	c_link(read_op(s, it, b, n, path));
+	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	io_uring_prep_send(q, s->fd, b, (unsigned)n, MSG_NOSIGNAL | (more_after(it, n) ? MSG_MORE : 0));
+	stall_tmo(s, q, path);
+}
+
+/* Plaintext per userspace round: whole records, at most 16 of them (the
+ * in-place staging needs ENG_REC_SLACK per record, see engine-private.h). */
+static uint64_t user_round(struct kite_stream *s, uint64_t left)
+{
+	size_t rec = gnutls_record_get_max_size(s->conn->s);
+	uint64_t n = s->e->cfg.buffer_size;
+
+	if (rec == 0 || rec > KITE_MAX_RECORD)
+		rec = KITE_MAX_RECORD;
+	if (n > 16 * rec)
+		n = 16 * rec;
+	return left < n ? left : n;
+}
+
+static void uread_chain(struct kite_stream *s, struct eng_item *it)
+{
+	uint64_t n = user_round(s, it->left);
+
+	tx_begin(s, TXK_UREAD, KITE_PATH_USER, n);
+	read_op(s, it, eng_buf(s->e, s->buf) + ENG_PLAIN_OFF, n, KITE_PATH_USER);
+}
+
+/* GnuTLS encrypts n plaintext bytes at src into records appended to the
+ * stream's buffer (eng_push() in stage mode); limit bounds each write. */
+static int encrypt_into_buf(struct kite_stream *s, const uint8_t *src, size_t n, bool in_place)
+{
+	struct kite_engine *e = s->e;
+	size_t rec = gnutls_record_get_max_size(s->conn->s), done = 0;
+
+	if (rec == 0 || rec > KITE_MAX_RECORD)
+		rec = KITE_MAX_RECORD;
+	s->buf_stage = true;
+	while (done < n) {
+		size_t k = n - done < rec ? n - done : rec;
+		ssize_t r;
+
+		/* In place, a record may overwrite only its own plaintext. */
+		s->stage_limit = in_place ? (uint32_t)(ENG_PLAIN_OFF + done + k) : (uint32_t)e->buf_stride;
+		r = kite_send(s->conn, src + done, k);
+		if (r != (ssize_t)k) {
+			s->buf_stage = false;
+			return r < 0 ? (int)r : -EIO;
+		}
+		done += k;
+	}
+	s->buf_stage = false;
+	return 0;
+}
+
+static void notify_chain(struct kite_stream *s)
+{
+	static const uint8_t alert[2] = {1 /* warning */, 0 /* close_notify */};
+	struct io_uring_sqe *q;
+	struct cmsghdr *cm;
+	uint8_t type = KITE_CT_ALERT;
+
+	tx_begin(s, TXK_NOTIFY, -1, sizeof(alert));
+	s->tx_iov.iov_base = (void *)alert;
+	s->tx_iov.iov_len = sizeof(alert);
+	memset(&s->tx_msg, 0, sizeof(s->tx_msg));
+	memset(&s->tx_cmsg, 0, sizeof(s->tx_cmsg));
+	s->tx_msg.msg_iov = &s->tx_iov;
+	s->tx_msg.msg_iovlen = 1;
+	s->tx_msg.msg_control = s->tx_cmsg.buf;
+	s->tx_msg.msg_controllen = sizeof(s->tx_cmsg.buf);
+	cm = CMSG_FIRSTHDR(&s->tx_msg);
+	/* uapi: cmsg SOL_TLS/TLS_SET_RECORD_TYPE makes this sendmsg one
+	 * record of that content type (flushing an open data record). */
+	cm->cmsg_level = SOL_TLS;
+	cm->cmsg_type = TLS_SET_RECORD_TYPE;
+	cm->cmsg_len = CMSG_LEN(sizeof(type));
+	memcpy(CMSG_DATA(cm), &type, sizeof(type));
+	q = c_op(s->e, &s->tx, s, UK_TX, RO_SOCK_OUT, -1);
+	io_uring_prep_sendmsg(q, s->fd, &s->tx_msg, MSG_NOSIGNAL);
+	stall_tmo(s, q, -1);
+}
+
+static void shut_chain(struct kite_stream *s)
+{
+	struct io_uring_sqe *q;
+
+	tx_begin(s, TXK_SHUT, -1, 0);
+	q = c_op(s->e, &s->tx, s, UK_TX, RO_SHUT, -1);
+	io_uring_prep_shutdown(q, s->fd, SHUT_WR);
+}
+
+static void tx_next(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	struct kite_conn *c = s->conn;
+
+	for (;;) {
+		struct eng_item *it;
+		int r;
+
+		if (s->state != ST_OPEN && s->state != ST_LINGER)
+			return;
+		if (c && c->dead) {
+			eng_fail(s, c->dead);
+			return;
+		}
+		if (!u_room(e, 4)) {
+			eng_fail(s, -EBUSY);
+			return;
+		}
+		/* Records leave in the order GnuTLS made them: first the rest of
+		 * a round's buffer, then what it wrote outside rounds (alerts,
+		 * KeyUpdate replies from the receive side), then new rounds. */
+		/* 1. The rest of a buffer, then the buffer goes back. */
+		if (s->buf >= 0 && s->buf_off < s->buf_len) {
+			it = s->qhead;
+			send_chain(s, TXK_LEFT, s->stage_plain ? s->stage_path : eng_path(s, MECH_COPY),
+				   eng_buf(e, s->buf) + s->buf_off, s->buf_len - s->buf_off,
+				   it && more_after(it, 0));
+			return;
+		}
+		/* 2. Records GnuTLS wrote outside a round. */
+		if (s->stage_off < s->stage_len) {
+			send_chain(s, TXK_STAGE, KITE_PATH_USER, s->stage_mem + s->stage_off,
+				   s->stage_len - s->stage_off, false);
+			return;
+		}
+		/* 3. File bytes read for GnuTLS: encrypt them now, after any
+		 * record made while the read was in flight. */
+		if (s->buf >= 0 && s->buf_plain) {
+			uint32_t n = s->buf_plain;
+
+			it = s->qhead;
+			s->buf_plain = 0;
+			s->buf_len = s->buf_off = 0;
+			r = encrypt_into_buf(s, eng_buf(e, s->buf) + ENG_PLAIN_OFF, n, true);
+			if (r) {
+				eng_fail(s, r);
+				return;
+			}
+			it->off += n;
+			it->left -= n;
+			s->stage_plain = n;
+			s->stage_path = KITE_PATH_USER;
+			continue;
+		}
+		/* The round is done: its buffer goes back to the pool. */
+		if (s->buf >= 0) {
+			eng_buf_put(e, s->buf);
+			s->buf = -1;
+			s->buf_len = s->buf_off = 0;
+		}
+		/* 4. Bytes left in the pipe go first (a short splice). */
+		if (s->pipe >= 0) {
+			if (s->pipe_fill) {
+				drain_chain(s);
+				return;
+			}
+			eng_pipe_put(e, s->pipe, false);
+			s->pipe = -1;
+		}
+		it = s->qhead;
+		if (!it) {
+			if (s->drain_due) {
+				s->drain_due = false;
+				if (e->cfg.on_drain)
+					e->cfg.on_drain(s);
+				continue;
+			}
+			if (!s->close_req || s->state != ST_OPEN)
+				return;
+			if (!s->notify_sent) {
+				if (!c) {
+					s->notify_sent = true;
+				} else if (s->ktx) {
+					notify_chain(s);
+					return;
+				} else {
+					/* gnutls_bye: the alert lands in the stage. */
+					r = kite_shutdown(c);
+					if (r) {
+						eng_fail(s, r);
+						return;
+					}
+					s->notify_sent = true;
+				}
+				continue;
+			}
+			if (!s->fin_sent)
+				shut_chain(s);
+			return;
+		}
+		if (it->kind == ITEM_BUF && c && !s->ktx) {
+			/* Userspace TLS: encrypt into a pool buffer, send it. */
+			uint64_t n = it->left;
+			size_t cap;
+
+			s->buf = eng_buf_get(e);
+			if (s->buf < 0) {
+				eng_wait_resource(s);
+				return;
+			}
+			cap = (e->buf_stride / (KITE_MAX_RECORD + ENG_REC_SLACK)) * KITE_MAX_RECORD;
+			if (n > cap)
+				n = cap;
+			s->buf_len = s->buf_off = 0;
+			r = encrypt_into_buf(s, it->data + it->off, n, false);
+			if (r) {
+				eng_fail(s, r);
+				return;
+			}
+			it->off += n;
+			it->left -= n;
+			s->stage_plain = n;
+			s->stage_path = KITE_PATH_SEND;
+			continue;
+		}
+		if (it->kind == ITEM_BUF) {
+			send_chain(s, TXK_SEND, KITE_PATH_SEND, it->data + it->off, it->left,
+				   it->next && it->next->len);
+			return;
+		}
+		if (!it->len) {
+			eng_item_pop(s);
+			continue;
+		}
+		if (c && !s->ktx) {
+			s->buf = eng_buf_get(e);
+			if (s->buf < 0) {
+				eng_wait_resource(s);
+				return;
+			}
+			uread_chain(s, it);
+			return;
+		}
+		if (!it->mech)
+			it->mech = e->npipes && it->len > e->cfg.small_max ? MECH_SPLICE : MECH_COPY;
+		if (it->mech == MECH_SPLICE) {
+			s->pipe = eng_pipe_get(e);
+			if (s->pipe >= 0) {
+				splice_chain(s, it);
+				return;
+			}
+			/* Pool exhausted: this round takes the copy path. */
+			e->st.pipe_exhausted++;
+		}
+		s->buf = eng_buf_get(e);
+		if (s->buf < 0) {
+			eng_wait_resource(s);
+			return;
+		}
+		copy_chain(s, it);
+		return;
+	}
+}
+
+/* The file ended before the queued range did. */
+static int short_file(struct kite_stream *s, const struct eng_item *it)
+{
+	if (s->conn)
+		kite_conn_fail(s->conn, -ENODATA, "file ends at offset %llu, %llu bytes short",
+			       (unsigned long long)it->off, (unsigned long long)it->left);
+	return -ENODATA;
+}
+
+static void tx_done(struct kite_stream *s)
+{
+	struct uchain *ch = &s->tx;
+	struct kite_engine *e = s->e;
+	struct eng_item *it = s->qhead;
+	int in = INT_MIN, err = 0, path = s->tx_path;
+	bool fired = false;
+	uint64_t out = 0;
+	unsigned outs = 0;
+
+	for (int i = 0; i < ch->n; i++) {
+		int res = ch->res[i];
+
+		switch (ch->role[i]) {
+		case RO_TMO:
+			fired |= res == -ETIME;
+			break;
+		case RO_FILE_IN:
+			in = res;
+			if (res > 0 && s->buf >= 0) /* READ into the buffer (a splice writes none) */
+				ENG_DEFINED(eng_buf(e, s->buf) + (s->tx_kind == TXK_UREAD ? ENG_PLAIN_OFF : 0),
+					    (size_t)res);
+			break;
+		case RO_SOCK_OUT:
+			if (res > 0) {
+				out = (uint64_t)res;
+				outs++;
+				s->need_pollout = false;
+			} else if (res == -EAGAIN) {
+				s->need_pollout = true; /* socket full: poll before the next splice */
+			} else if (res == 0 && s->tx_len) {
+				err = -EPIPE;
+			} else if (res < 0 && res != -ECANCELED && res != -EINTR) {
+				err = res;
+			}
+			break;
+		case RO_POLL:
+			if (res < 0 && res != -ECANCELED && res != -EINTR)
+				err = res;
+			break;
+		case RO_SHUT:
+			if (res < 0 && res != -ENOTCONN)
+				err = res;
+			break;
+		default:
+			break;
+		}
+	}
+	if (s->state != ST_OPEN && s->state != ST_LINGER) {
+		/* Dying: the pipe's content is unknown now. */
+		if (s->pipe >= 0 && (in > 0 || s->pipe_fill))
+			s->pipe_dirty = true;
+		return;
+	}
+	if (out)
+		s->t_active = eng_now_ms();
+
+	switch (s->tx_kind) {
+	case TXK_SPLICE:
+		if (in == -EINVAL || in == -EOPNOTSUPP) {
+			/* This file cannot be spliced (its filesystem has no
+			 * splice_read): copy it instead. */
+			if (it && it->len == it->left) {
+				it->mech = MECH_COPY;
+				eng_pipe_put(e, s->pipe, false);
+				s->pipe = -1;
+				return;
+			}
+			err = in;
+			break;
+		}
+		if (in < 0) {
+			err = err ? err : in;
+			break;
+		}
+		if (in == 0) {
+			err = short_file(s, it);
+			break;
+		}
+		it->off += (uint64_t)in;
+		it->left -= (uint64_t)in;
+		s->pipe_fill += (uint32_t)in;
+		/* fallthrough */
+	case TXK_DRAIN:
+		if (out) {
+			s->pipe_fill -= (uint32_t)out;
+			eng_item_done(s, it, out, path);
+		}
+		break;
+	case TXK_COPY:
+		if (in < 0) {
+			err = err ? err : in;
+			break;
+		}
+		if (in == 0) {
+			err = short_file(s, it);
+			break;
+		}
+		it->off += (uint64_t)in;
+		it->left -= (uint64_t)in;
+		s->buf_len = (uint32_t)in;
+		s->buf_off = 0;
+		/* fallthrough */
+	case TXK_LEFT:
+		if (out) {
+			s->buf_off += (uint32_t)out;
+			if (!s->stage_plain)
+				eng_item_done(s, s->qhead, out, path);
+		}
+		if (s->stage_plain && s->buf_off == s->buf_len) {
+			/* Every record of the round is in the socket. */
+			eng_item_done(s, s->qhead, s->stage_plain, s->stage_path);
+			s->stage_plain = 0;
+		}
+		break;
+	case TXK_SEND:
+		if (out) {
+			it->off += out;
+			it->left -= out;
+			eng_item_done(s, it, out, KITE_PATH_SEND);
+		}
+		break;
+	case TXK_UREAD:
+		if (in < 0) {
+			err = in;
+			break;
+		}
+		if (in == 0) {
+			err = short_file(s, it);
+			break;
+		}
+		s->buf_plain = (uint32_t)in; /* encrypted by tx_next(), in record order */
+		break;
+	case TXK_STAGE:
+		if (out) {
+			s->stage_off += (uint32_t)out;
+			if (s->stage_off == s->stage_len)
+				s->stage_off = s->stage_len = 0;
+		}
+		break;
+	case TXK_NOTIFY:
+		if (out == s->tx_len)
+			s->notify_sent = true;
+		break;
+	case TXK_SHUT:
+		if (!err) {
+			s->fin_sent = true;
+			s->state = ST_LINGER;
+			s->t_start = eng_now_ms();
+			if (s->rx_eof)
+				eng_finish(s);
+		}
+		break;
+	default:
+		break;
+	}
+	if (fired && !out) {
+		if (s->conn)
+			kite_conn_fail(s->conn, -ETIMEDOUT, "no send progress for %u ms",
+				       e->cfg.send_timeout_ms);
+		eng_fail(s, -ETIMEDOUT);
+		return;
+	}
+	if (err) {
+		if (s->state == ST_LINGER)
+			eng_finish(s);
+		else
+			eng_fail(s, err);
+		return;
+	}
+	if (s->ktx && outs)
+		(void)eng_ktls_account(s, outs, out);
+}
+
+/* ---- The end of a stream ------------------------------------------------- */
+
+static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch)
+{
+	for (int i = 0; i < ch->n && s->misc.n < 4; i++) {
+		struct io_uring_sqe *q;
+
+		/* Cancelling the head of a link fails the rest; timeouts go
+		 * with their target. */
+		if ((ch->done & (1u << i)) || ch->role[i] == RO_TMO)
+			continue;
+		q = c_op(s->e, &s->misc, s, UK_MISC, RO_CANCEL, -1);
+		io_uring_prep_cancel(q, &ch->op[i], 0);
+	}
+}
+
+static void dead_step(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+	struct io_uring_sqe *q;
+
+	if (s->rx.pend || s->tx.pend) {
+		if (!s->cancel_sent && !s->misc.pend && u_room(e, 4)) {
+			ch_begin(&s->misc);
+			if (s->rx.pend)
+				cancel_chain_ops(s, &s->rx);
+			if (s->tx.pend)
+				cancel_chain_ops(s, &s->tx);
+			s->cancel_sent = true;
+		}
+		return; /* every completion kicks us again */
+	}
+	if (s->misc.pend)
+		return;
+	eng_release_all(s);
+	if (s->close_sent)
+		return;
+	if (s->rst) {
+		/* SO_LINGER {1, 0}: close() sends a reset, so the peer sees an
+		 * error rather than a clean end of a cut-off stream. */
+		struct linger lg = {1, 0};
+
+		if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))) {
+			/* the close below still ends the connection */
+		}
+		eng_sys(e, -1);
+	}
+	if (!u_room(e, 1)) {
+		close(s->fd);
+		eng_sys(e, -1);
+		s->close_sent = true;
+		eng_zombie(s);
+		return;
+	}
+	ch_begin(&s->misc);
+	q = c_op(e, &s->misc, s, UK_MISC, RO_CLOSE, -1);
+	io_uring_prep_close(q, s->fd);
+	s->close_sent = true;
+}
+
+static void misc_done(struct kite_stream *s)
+{
+	if (s->close_sent)
+		eng_zombie(s);
+}
+
+/* ---- progress / wait -------------------------------------------------------- */
+
+static void u_progress(struct kite_stream *s)
+{
+	switch (s->state) {
+	case ST_HANDSHAKE:
+		if (s->rx.pend)
+			return;
+		hs_step(s);
+		if (s->state != ST_OPEN)
+			return;
+		/* fallthrough */
+	case ST_OPEN:
+	case ST_LINGER:
+		if (s->ctrl_ready && !s->tx.pend)
+			ktls_control(s);
+		if (!s->tx.pend && (s->state == ST_OPEN || s->state == ST_LINGER))
+			tx_next(s);
+		if ((s->state == ST_OPEN || s->state == ST_LINGER) && !s->rx.pend && !s->ctrl_ready) {
+			if (eng_rx_wanted(s))
+				rx_arm(s);
+			else if (s->rx_eof && s->state == ST_OPEN)
+				idle_arm(s);
+			else if (s->rx_eof && s->state == ST_LINGER)
+				eng_finish(s);
+		}
+		if (s->state != ST_DEAD)
+			return;
+		/* fallthrough */
+	case ST_DEAD:
+		dead_step(s);
+		return;
+	default:
+		return;
+	}
+}
+
+static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
+{
+	struct uop *op = io_uring_cqe_get_data(cqe);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	struct kite_stream *s;
+	struct uchain *ch;
+
+	if (!op)
+		return;
+	if (!more)
+		e->inflight--;
+	switch (op->kind) {
+	case UK_ACCEPT:
+		on_accept(e, op->owner, cqe->res, more);
+		return;
+	case UK_EVENTFD:
+		on_eventfd(e, cqe->res, more);
+		return;
+	case UK_RX:
+	case UK_TX:
+	case UK_MISC:
+		break;
+	default:
+		return;
+	}
+	s = op->owner;
+	ch = op->kind == UK_RX ? &s->rx : op->kind == UK_TX ? &s->tx : &s->misc;
+	ch->res[op->idx] = cqe->res;
+	ch->done |= (uint8_t)(1u << op->idx);
+	if (--ch->pend)
+		return;
+	if (op->kind == UK_RX)
+		rx_done(s);
+	else if (op->kind == UK_TX)
+		tx_done(s);
+	else
+		misc_done(s);
+	eng_kick(s);
+}
+
+static int u_wait(struct kite_engine *e, int timeout_ms)
+{
+	struct uring_state *u = e->ring;
+	struct io_uring *r = &u->ring;
+	struct io_uring_cqe *cqe;
+	struct __kernel_timespec ts;
+	uint64_t now = eng_now_ms();
+	unsigned head, n = 0;
+	int ret;
+
+	if (u->disabled) {
+		/* SINGLE_ISSUER: the thread that enables the ring is its only
+		 * submitter from now on. */
+		/* liburing 2.3 declares io_uring_enable_rings() but does not
+		 * export it: the register syscall directly. */
+		ret = (int)syscall(__NR_io_uring_register, r->ring_fd, IORING_REGISTER_ENABLE_RINGS,
+				   NULL, 0);
+		eng_sys(e, -1);
+		if (ret < 0)
+			return -errno;
+		u->disabled = false;
+	}
+	if (!e->quiesced)
+		arm_eventfd(e);
+	for (unsigned i = 0; i < e->nlisteners; i++) {
+		struct eng_listener *l = &e->listeners[i];
+
+		if (l->armed || l->fd < 0)
+			continue;
+		if (l->retry_at > now) {
+			if (timeout_ms < 0 || (uint64_t)timeout_ms > l->retry_at - now)
+				timeout_ms = (int)(l->retry_at - now);
+			continue;
+		}
+		arm_accept(e, l);
+	}
+	if (timeout_ms == 0) {
+		e->st.enters++;
+		eng_sys(e, -1);
+		ret = io_uring_submit_and_get_events(r);
+	} else {
+		/* liburing enters the kernel when there is something to submit
+		 * or nothing to reap: count what it does. */
+		if (io_uring_sq_ready(r) || !io_uring_cq_ready(r)) {
+			e->st.enters++;
+			eng_sys(e, -1);
+		}
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		ret = io_uring_submit_and_wait_timeout(r, &cqe, 1, timeout_ms > 0 ? &ts : NULL, NULL);
+	}
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+		return ret;
+	io_uring_for_each_cqe(r, head, cqe) {
+		on_cqe(e, cqe);
+		n++;
+	}
+	io_uring_cq_advance(r, n);
+	return 0;
+}
+
+static void u_quiesce(struct kite_engine *e)
+{
+	struct uring_state *u = e->ring;
+	struct io_uring_sqe *q;
+
+	e->quiesced = true;
+	for (unsigned i = 0; i < e->nlisteners; i++) {
+		struct eng_listener *l = &e->listeners[i];
+
+		if (l->armed && u_room(e, 1)) {
+			q = io_uring_get_sqe(&u->ring);
+			io_uring_prep_cancel(q, &l->op, 0);
+			io_uring_sqe_set_data(q, NULL);
+		}
+		l->fd = -1;
+	}
+	if (u->ev_armed && u_room(e, 1)) {
+		q = io_uring_get_sqe(&u->ring);
+		io_uring_prep_cancel(q, &u->ev_op, 0);
+		io_uring_sqe_set_data(q, NULL);
+	}
+}
+
+/* ---- Setup ------------------------------------------------------------------ */
+
+static void disabled_hint(char *buf, size_t len, int err)
+{
+	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+	int v = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	if (err == -EPERM && v > 0)
+		snprintf(buf, len, " (sysctl kernel.io_uring_disabled=%d%s)", v,
+			 v == 1 ? ": only members of kernel.io_uring_group" : "");
+	else if (err == -EPERM)
+		snprintf(buf, len, " (blocked by seccomp, an LSM or a container policy)");
+	else if (err == -ENOSYS)
+		snprintf(buf, len, " (kernel without CONFIG_IO_URING, or blocked by seccomp)");
+	else
+		buf[0] = 0;
+}
+
+static const struct {
+	int op;
+	const char *name;
+	bool required;
+} needed_ops[] = {
+	{IORING_OP_POLL_ADD, "POLL_ADD", true},
+	{IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT", true},
+	{IORING_OP_TIMEOUT, "TIMEOUT", true},
+	{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL", true},
+	{IORING_OP_ACCEPT, "ACCEPT", true},
+	{IORING_OP_RECV, "RECV", true},
+	{IORING_OP_SEND, "SEND", true},
+	{IORING_OP_RECVMSG, "RECVMSG", true},
+	{IORING_OP_SENDMSG, "SENDMSG", true},
+	{IORING_OP_READ, "READ", true},
+	{IORING_OP_READ_FIXED, "READ_FIXED", true},
+	{IORING_OP_SHUTDOWN, "SHUTDOWN", true},
+	{IORING_OP_CLOSE, "CLOSE", true},
+	{IORING_OP_SPLICE, "SPLICE", false},
+};
+
+static void u_fini(struct kite_engine *e)
+{
+	struct uring_state *u = e->ring;
+
+	if (!u)
+		return;
+	io_uring_queue_exit(&u->ring);
+	eng_pools_fini(e);
+	free(u);
+	e->ring = NULL;
+}
+
+static int u_init(struct kite_engine *e)
+{
+	bool basic = e->rung == KITE_ENGINE_URING_BASIC;
+	/* Best first: SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion work
+	 * only when we ask for events, on our thread; COOP_TASKRUN (5.19)
+	 * avoids interrupting us for it; SUBMIT_ALL (5.18) keeps a batch
+	 * going past one bad SQE. R_DISABLED: the ring is enabled by the
+	 * thread that runs it, which SINGLE_ISSUER then binds. */
+	static const unsigned ladder[] = {
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+			IORING_SETUP_R_DISABLED,
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
+	};
+	struct io_uring_params p;
+	struct io_uring_probe *probe;
+	struct uring_state *u;
+	char hint[160], miss[160] = "";
+	unsigned first = basic ? 3 : 0;
+	int r = -EINVAL;
+
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	e->ring = u;
+	for (unsigned i = first; i < 4; i++) {
+		memset(&p, 0, sizeof(p));
+		p.flags = ladder[i] | IORING_SETUP_CQSIZE;
+		/* Room for every stream's chains to complete at once. */
+		p.cq_entries = e->cfg.ring_entries * 8;
+		r = io_uring_queue_init_params(e->cfg.ring_entries, &u->ring, &p);
+		eng_sys(e, -1);
+		if (r != -EINVAL)
+			break; /* EINVAL: flags this kernel does not know; fewer */
+	}
+	if (r) {
+		disabled_hint(hint, sizeof(hint), r);
+		snprintf(e->reason, sizeof(e->reason), "io_uring_setup: %s%s", kite_strerror(r), hint);
+		free(u);
+		e->ring = NULL;
+		return r;
+	}
+	e->ring_flags = p.flags & ~(unsigned)IORING_SETUP_CQSIZE;
+	u->disabled = p.flags & IORING_SETUP_R_DISABLED;
+
+	/* Probe the opcodes (IORING_REGISTER_PROBE, 5.6): a kernel or policy
+	 * without one of them drops to the next rung. */
+	probe = io_uring_get_probe_ring(&u->ring);
+	eng_sys(e, -1);
+	if (!probe) {
+		snprintf(e->reason, sizeof(e->reason), "io_uring opcode probe failed (Linux < 5.6)");
+		r = -EOPNOTSUPP;
+		goto fail;
+	}
+	for (unsigned i = 0; i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++)
+		if (!io_uring_opcode_supported(probe, needed_ops[i].op)) {
+			if (!needed_ops[i].required) {
+				if (!strcmp(needed_ops[i].name, "SPLICE"))
+					e->cfg.pipes = 0;
+				continue;
+			}
+			snprintf(miss + strlen(miss), sizeof(miss) - strlen(miss), " %s",
+				 needed_ops[i].name);
+		}
+	io_uring_free_probe(probe);
+	if (miss[0]) {
+		snprintf(e->reason, sizeof(e->reason), "io_uring lacks opcodes:%s", miss);
+		r = -EOPNOTSUPP;
+		goto fail;
+	}
+
+	r = eng_pools_init(e);
+	if (r) {
+		snprintf(e->reason, sizeof(e->reason), "buffer pool: %s", kite_strerror(r));
+		goto fail;
+	}
+	if (!basic) {
+		struct iovec *iov = calloc(e->nbufs, sizeof(*iov));
+
+		if (!iov) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		for (unsigned i = 0; i < e->nbufs; i++) {
+			iov[i].iov_base = eng_buf(e, (int)i);
+			iov[i].iov_len = e->buf_stride;
+		}
+		/* Registered buffers: pinned once, no per-I/O page walk
+		 * (READ_FIXED). Needs RLIMIT_MEMLOCK before Linux 5.12. */
+		r = io_uring_register_buffers(&u->ring, iov, e->nbufs);
+		eng_sys(e, -1);
+		free(iov);
+		if (r) {
+			snprintf(e->reason, sizeof(e->reason), "registering %u buffers: %s%s",
+				 e->nbufs, kite_strerror(r),
+				 r == -ENOMEM ? " (RLIMIT_MEMLOCK?)" : "");
+			goto fail;
+		}
+		e->fixed_bufs = true;
+		e->multishot = true;
+	}
+	{
+		/* SPLICE always runs in io-wq workers (it may block on the
+		 * file); bound them so a burst cannot spawn hundreds. */
+		unsigned workers[2] = {8, 16};
+
+		(void)io_uring_register_iowq_max_workers(&u->ring, workers);
+		eng_sys(e, -1);
+	}
+	snprintf(e->detail, sizeof(e->detail), "io_uring %s%s%s%s%s, %s, %u %s buffers of %zu KiB, "
+		 "%u pipes of %zu KiB",
+		 e->ring_flags & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER|" : "",
+		 e->ring_flags & IORING_SETUP_DEFER_TASKRUN ? "DEFER_TASKRUN|" : "",
+		 e->ring_flags & IORING_SETUP_COOP_TASKRUN ? "COOP_TASKRUN|" : "",
+		 e->ring_flags & IORING_SETUP_SUBMIT_ALL ? "SUBMIT_ALL" : "",
+		 e->ring_flags ? "" : "no setup flags",
+		 e->multishot ? "multishot accept" : "single-shot accept",
+		 e->nbufs, e->fixed_bufs ? "registered" : "plain", e->cfg.buffer_size >> 10,
+		 e->npipes, e->pipe_cap >> 10);
+	return 0;
+fail:
+	eng_pools_fini(e);
+	io_uring_queue_exit(&u->ring);
+	free(u);
+	e->ring = NULL;
+	return r;
+}
+
+const struct eng_backend eng_uring = {
+	.name = "uring",
+	.init = u_init,
+	.fini = u_fini,
+	.listen = u_listen,
+	.attach = u_attach,
+	.progress = u_progress,
+	.wait = u_wait,
+	.quiesce = u_quiesce,
+};
