@@ -138,7 +138,8 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 	if (r >= 0 && ctx->ticket_key.data)
 		r = gnutls_session_ticket_enable_server(c->s, &ctx->ticket_key);
 	if (r >= 0 && ctx->nalpn)
-		r = gnutls_alpn_set_protocols(c->s, ctx->alpn, ctx->nalpn, 0);
+		r = gnutls_alpn_set_protocols(c->s, ctx->alpn, ctx->nalpn,
+					      ctx->role == KITE_SERVER ? GNUTLS_ALPN_MANDATORY : 0);
 	if (r < 0) {
 		kite_conn_destroy(c);
 		return -ENOMEM;

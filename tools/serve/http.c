@@ -160,7 +160,7 @@ static int parse_header(const char *p, size_t n, struct http_request *req, bool 
 
 int http_parse_request(const char *buf, size_t len, struct http_request *req)
 {
-	size_t off = 0, next;
+	size_t off = 0, next, hstart;
 	bool close = false, keep = false;
 	int nheaders = 0, r;
 	long ln;
@@ -180,12 +180,14 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req)
 	r = parse_request_line(buf + off, (size_t)ln, req);
 	if (r)
 		return r;
-	off = next;
+	off = hstart = next;
 	for (;;) {
+		/* The header block alone is limited, however short the
+		 * request line was. */
 		ln = next_line(buf, len, off, &next);
 		if (ln < 0)
-			return len - off > HTTP_MAX_HEADERS_BYTES ? -431 : 0;
-		if (next > HTTP_MAX_REQUEST_LINE + HTTP_MAX_HEADERS_BYTES)
+			return len - hstart > HTTP_MAX_HEADERS_BYTES ? -431 : 0;
+		if (next - hstart > HTTP_MAX_HEADERS_BYTES)
 			return -431;
 		if (ln == 0)
 			break;

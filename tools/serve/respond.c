@@ -71,9 +71,13 @@ static int open_beneath(int root, const char *path, int flags)
 	if (!*path)
 		path = ".";
 	if (!no_openat2) {
+		int tries = 0;
+
+		/* EAGAIN: a rename elsewhere in the tree (a deploy swapping
+		 * files) raced the confined lookup; looking up again is safe. */
 		do
 			r = syscall(SYS_openat2, root, path, &how, sizeof(how));
-		while (r < 0 && errno == EINTR);
+		while (r < 0 && (errno == EINTR || (errno == EAGAIN && ++tries < 8)));
 		if (r >= 0 || errno != ENOSYS)
 			return r < 0 ? -errno : (int)r;
 		no_openat2 = 1;

@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /metrics in the Prometheus text format (version 0.0.4), served on its own
+ * plain-HTTP listener by a plaintext kite engine in its own thread. Workers
+ * publish snapshots of their counters (stats_publish); this file only sums
+ * them, so a scrape never touches a worker's engine.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+static const int status_codes[] = {200, 206, 301, 304, 400, 403, 404, 405, 408,
+				   413, 414, 416, 431, 500, 501, 503, 505};
+#define NCODES (int)(sizeof(status_codes) / sizeof(status_codes[0]))
+
+int status_slot(int status)
+{
+	for (int i = 0; i < NCODES; i++)
+		if (status_codes[i] == status)
+			return i;
+	return NCODES; /* "other" */
+}
+
+int slot_status(int slot)
+{
+	return slot < NCODES ? status_codes[slot] : 0;
+}
+
+static const char *const kind_names[CK_COUNT] = {
+	[CK_OK] = "ok",
+	[CK_TIMEOUT] = "timeout",
+	[CK_RESET] = "reset",
+	[CK_TLS] = "tls",
+	[CK_HANDSHAKE] = "handshake",
+	[CK_FILE] = "file_changed",
+	[CK_ABORTED] = "aborted",
+	[CK_SHUTDOWN] = "shutdown",
+	[CK_KEY_EXPIRED] = "key_expired",
+	[CK_OFFLOAD_REQUIRED] = "offload_required",
+	[CK_OVERFLOW] = "overflow",
+	[CK_OTHER] = "other",
+};
+
+const char *close_kind_name(enum close_kind k)
+{
+	return (unsigned)k < CK_COUNT ? kind_names[k] : "other";
+}
+
+enum close_kind close_kind_of(int err, bool opened)
+{
+	if (!err)
+		return CK_OK;
+	if (err == -EOPNOTSUPP)
+		return CK_OFFLOAD_REQUIRED; /* --ktls require, and the kernel could not */
+	if (!opened)
+		return err == -ECANCELED ? CK_SHUTDOWN : CK_HANDSHAKE;
+	switch (-err) {
+	case ETIMEDOUT: return CK_TIMEOUT;
+	case ECONNRESET: case EPIPE: return CK_RESET;
+	case EPROTO: case EBADMSG: return CK_TLS;
+	case ENODATA: return CK_FILE; /* a file shrank under its response */
+	case ECONNABORTED: return CK_ABORTED;
+	case ECANCELED: return CK_SHUTDOWN;
+	case EKEYEXPIRED: return CK_KEY_EXPIRED;
+	case ENOBUFS: case EMSGSIZE: case ENOMEM: return CK_OVERFLOW;
+	default: return CK_OTHER;
+	}
+}
+
+/* ---- Rendering ----------------------------------------------------------- */
+
+struct out {
+	char *p;
+	size_t n, cap;
+	bool oom;
+};
+
+static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->oom = true;
+			return;
+		}
+		if ((size_t)n < o->cap - o->n)
+			break;
+		char *np = realloc(o->p, o->cap * 2 + (size_t)n);
+
+		if (!np) {
+			o->oom = true;
+			return;
+		}
+		o->p = np;
+		o->cap = o->cap * 2 + (size_t)n;
+	}
+	o->n += (size_t)n;
+}
+
+static void head(struct out *o, const char *name, const char *type, const char *help)
+{
+	emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values: backslash, double quote and newline are escaped. */
+static void label_escape(char *dst, size_t cap, const char *s)
+{
+	size_t o = 0;
+
+	for (; *s && o + 3 < cap; s++) {
+		if (*s == '\\' || *s == '"') {
+			dst[o++] = '\\';
+			dst[o++] = *s;
+		} else if (*s == '\n') {
+			dst[o++] = '\\';
+			dst[o++] = 'n';
+		} else {
+			dst[o++] = *s;
+		}
+	}
+	dst[o] = 0;
+}
+
+/* Sum of every worker's snapshot. Fallback reasons merge by text. */
+static void sum(struct server *srv, struct serve_stats *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		struct worker *w = &srv->workers[i];
+		struct serve_stats *s = malloc(sizeof(*s));
+
+		if (!s)
+			continue;
+		pthread_mutex_lock(&w->mu);
+		*s = w->pub;
+		pthread_mutex_unlock(&w->mu);
+		for (int p = 0; p < KITE_PATH_COUNT; p++) {
+			t->eng.path[p].requests += s->eng.path[p].requests;
+			t->eng.path[p].bytes += s->eng.path[p].bytes;
+			t->eng.path[p].sqes += s->eng.path[p].sqes;
+			t->eng.path[p].syscalls += s->eng.path[p].syscalls;
+		}
+#define ADD(f) t->f += s->f
+		ADD(eng.enters); ADD(eng.syscalls); ADD(eng.sqes); ADD(eng.handshake_syscalls);
+		ADD(eng.accepted); ADD(eng.rejected); ADD(eng.opened); ADD(eng.closed_ok);
+		ADD(eng.closed_err); ADD(eng.timeouts); ADD(eng.recv_bytes);
+		ADD(eng.pipe_exhausted); ADD(eng.buffer_waits); ADD(eng.rx_paused);
+		ADD(eng.streams);
+		ADD(handshakes); ADD(resumptions); ADD(rejected_global); ADD(rejected_ip);
+		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
+#undef ADD
+		if (s->eng.peak_queued > t->eng.peak_queued)
+			t->eng.peak_queued = s->eng.peak_queued;
+		for (int d = 0; d < KITE_DIR_COUNT; d++) {
+			t->ktls[d] += s->ktls[d];
+			t->fallback_other[d] += s->fallback_other[d];
+		}
+		for (int k = 0; k < CK_COUNT; k++)
+			t->closed[k] += s->closed[k];
+		for (int k = 0; k < STATUS_SLOTS; k++)
+			t->requests[k] += s->requests[k];
+		for (unsigned f = 0; f < s->nfallback; f++) {
+			unsigned j;
+
+			for (j = 0; j < t->nfallback; j++)
+				if (!strcmp(t->fallback[j].reason, s->fallback[f].reason))
+					break;
+			if (j == t->nfallback) {
+				if (j == FALLBACK_SLOTS) {
+					for (int d = 0; d < KITE_DIR_COUNT; d++)
+						t->fallback_other[d] += s->fallback[f].n[d];
+					continue;
+				}
+				memcpy(t->fallback[j].reason, s->fallback[f].reason,
+				       sizeof(t->fallback[j].reason));
+				t->nfallback++;
+			}
+			for (int d = 0; d < KITE_DIR_COUNT; d++)
+				t->fallback[j].n[d] += s->fallback[f].n[d];
+		}
+		free(s);
+	}
+}
+
+static void kernel_tls_stat(struct out *o)
+{
+	FILE *f = fopen("/proc/net/tls_stat", "re");
+	char name[64];
+	unsigned long long v;
+
+	if (!f)
+		return; /* no tls module: the counters do not exist */
+	head(o, "kite_kernel_tls_stat", "gauge",
+	     "The kernel's /proc/net/tls_stat counters (all processes; Curr* are gauges).");
+	while (fscanf(f, "%63s %llu", name, &v) == 2)
+		emit(o, "kite_kernel_tls_stat{counter=\"%s\"} %llu\n", name, v);
+	fclose(f);
+}
+
+char *metrics_render(struct server *srv, size_t *len)
+{
+	static const char *const dir[KITE_DIR_COUNT] = {"tx", "rx"};
+	struct serve_stats *t = malloc(sizeof(*t));
+	struct out o = {.cap = 8192};
+	char esc[256];
+
+	o.p = malloc(o.cap);
+	if (!t || !o.p) {
+		free(t);
+		free(o.p);
+		return NULL;
+	}
+	o.p[0] = 0;
+	sum(srv, t);
+
+	head(&o, "kite_connections_accepted_total", "counter", "TCP connections accepted.");
+	emit(&o, "kite_connections_accepted_total %llu\n", (unsigned long long)t->eng.accepted);
+	head(&o, "kite_connections_open", "gauge", "Connections past the TLS handshake now.");
+	emit(&o, "kite_connections_open %llu\n", (unsigned long long)t->open);
+	head(&o, "kite_connections_rejected_total", "counter",
+	     "Connections refused: 503 at a cap or while shutting down; engine_limit: "
+	     "closed at accept.");
+	emit(&o, "kite_connections_rejected_total{reason=\"global_cap\"} %llu\n"
+		 "kite_connections_rejected_total{reason=\"per_ip_cap\"} %llu\n"
+		 "kite_connections_rejected_total{reason=\"shutting_down\"} %llu\n"
+		 "kite_connections_rejected_total{reason=\"engine_limit\"} %llu\n",
+	     (unsigned long long)t->rejected_global, (unsigned long long)t->rejected_ip,
+	     (unsigned long long)t->rejected_shutdown, (unsigned long long)t->eng.rejected);
+	head(&o, "kite_connections_closed_total", "counter", "Connections ended, by how.");
+	for (int k = 0; k < CK_COUNT; k++)
+		emit(&o, "kite_connections_closed_total{kind=\"%s\"} %llu\n", kind_names[k],
+		     (unsigned long long)t->closed[k]);
+	head(&o, "kite_errors_total", "counter",
+	     "Connections that ended in an error, by kind (handshake: before it completed).");
+	for (int k = 1; k < CK_COUNT; k++)
+		emit(&o, "kite_errors_total{kind=\"%s\"} %llu\n", kind_names[k],
+		     (unsigned long long)t->closed[k]);
+
+	head(&o, "kite_handshakes_total", "counter", "TLS handshakes completed.");
+	emit(&o, "kite_handshakes_total %llu\n", (unsigned long long)t->handshakes);
+	head(&o, "kite_resumptions_total", "counter",
+	     "Handshakes that resumed a session (TLS 1.3 ticket).");
+	emit(&o, "kite_resumptions_total %llu\n", (unsigned long long)t->resumptions);
+	head(&o, "kite_ktls_connections_total", "counter",
+	     "Connections whose direction the kernel encrypts or decrypts (kTLS).");
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		emit(&o, "kite_ktls_connections_total{direction=\"%s\"} %llu\n", dir[d],
+		     (unsigned long long)t->ktls[d]);
+	head(&o, "kite_ktls_fallbacks_total", "counter",
+	     "Connection directions left to userspace GnuTLS, by reason.");
+	for (unsigned f = 0; f < t->nfallback; f++) {
+		label_escape(esc, sizeof(esc), t->fallback[f].reason);
+		for (int d = 0; d < KITE_DIR_COUNT; d++)
+			if (t->fallback[f].n[d])
+				emit(&o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"%s\"} %llu\n",
+				     dir[d], esc, (unsigned long long)t->fallback[f].n[d]);
+	}
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		if (t->fallback_other[d])
+			emit(&o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"other\"} %llu\n",
+			     dir[d], (unsigned long long)t->fallback_other[d]);
+
+	head(&o, "kite_requests_total", "counter", "HTTP responses queued, by status.");
+	for (int k = 0; k < STATUS_SLOTS; k++) {
+		if (!t->requests[k] && k)
+			continue; /* code="200" always: the series exists from the start */
+		if (slot_status(k))
+			emit(&o, "kite_requests_total{code=\"%d\"} %llu\n", slot_status(k),
+			     (unsigned long long)t->requests[k]);
+		else
+			emit(&o, "kite_requests_total{code=\"other\"} %llu\n",
+			     (unsigned long long)t->requests[k]);
+	}
+	head(&o, "kite_response_body_bytes_total", "counter", "Body bytes of the responses queued.");
+	emit(&o, "kite_response_body_bytes_total %llu\n", (unsigned long long)t->body_bytes);
+
+	head(&o, "kite_bytes_total", "counter",
+	     "Bytes into sockets by path: ktls-splice (io_uring), ktls-sendfile, ktls-copy, "
+	     "userspace-tls (GnuTLS records), send (headers).");
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		emit(&o, "kite_bytes_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
+		     (unsigned long long)t->eng.path[p].bytes);
+	head(&o, "kite_path_items_total", "counter", "Queued items (file ranges, buffers) by path.");
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		emit(&o, "kite_path_items_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
+		     (unsigned long long)t->eng.path[p].requests);
+	head(&o, "kite_received_bytes_total", "counter", "Plaintext bytes received from clients.");
+	emit(&o, "kite_received_bytes_total %llu\n", (unsigned long long)t->eng.recv_bytes);
+	head(&o, "kite_engine_syscalls_total", "counter",
+	     "Syscalls the engines made (io_uring_enter / epoll_wait included).");
+	emit(&o, "kite_engine_syscalls_total %llu\n", (unsigned long long)t->eng.syscalls);
+	head(&o, "kite_engine_sqes_total", "counter", "io_uring submissions.");
+	emit(&o, "kite_engine_sqes_total %llu\n", (unsigned long long)t->eng.sqes);
+	head(&o, "kite_engine_pipe_exhausted_total", "counter",
+	     "File rounds that found no free splice pipe.");
+	emit(&o, "kite_engine_pipe_exhausted_total %llu\n",
+	     (unsigned long long)t->eng.pipe_exhausted);
+	if (srv->nworkers) {
+		head(&o, "kite_engine_info", "gauge", "The engine rung in use (label) and threads.");
+		label_escape(esc, sizeof(esc), srv->workers[0].engine_desc);
+		*strchrnul(esc, ' ') = 0;
+		emit(&o, "kite_engine_info{backend=\"%s\",threads=\"%u\"} 1\n", esc, srv->nworkers);
+	}
+	head(&o, "kite_start_time_seconds", "gauge", "Unix time the server started.");
+	emit(&o, "kite_start_time_seconds %llu\n", (unsigned long long)srv->started_at);
+	kernel_tls_stat(&o);
+	free(t);
+	if (o.oom) {
+		free(o.p);
+		return NULL;
+	}
+	*len = o.n;
+	return o.p;
+}
+
+/* ---- The metrics listener ------------------------------------------------ */
+
+struct mconn {
+	char in[8192];
+	size_t n;
+	bool done;
+};
+
+static void m_answer(struct kite_stream *s, struct mconn *m, struct server *srv)
+{
+	struct http_request req;
+	char head[256], date[30];
+	const char *status = "200 OK", *type = "text/plain; version=0.0.4; charset=utf-8";
+	char *body = NULL;
+	size_t blen = 0;
+	int r = http_parse_request(m->in, m->n, &req);
+
+	if (r == 0 && m->n < sizeof(m->in))
+		return; /* more to come */
+	m->done = true;
+	if (r <= 0) {
+		status = "400 Bad Request", type = "text/plain";
+	} else if (req.method == HTTP_OTHER) {
+		status = "405 Method Not Allowed", type = "text/plain";
+	} else if (req.target.n < 8 || memcmp(req.target.p, "/metrics", 8) ||
+		   (req.target.n > 8 && req.target.p[8] != '?')) {
+		status = "404 Not Found", type = "text/plain";
+	} else {
+		body = metrics_render(srv, &blen);
+		if (!body)
+			status = "500 Internal Server Error", type = "text/plain";
+	}
+	http_date(time(NULL), date);
+	/* One response per connection: scrapes are seconds apart. */
+	snprintf(head, sizeof(head), "HTTP/1.1 %s\r\nServer: kite-serve\r\nDate: %s\r\n"
+		 "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+		 status, date, type, blen);
+	if (kite_stream_send(s, head, strlen(head)) < 0 ||
+	    (body && r > 0 && req.method != HTTP_HEAD && kite_stream_send(s, body, blen) < 0))
+		kite_stream_abort(s, -ENOBUFS);
+	else
+		(void)kite_stream_close(s);
+	free(body);
+}
+
+static void m_data(struct kite_stream *s, const void *buf, size_t len)
+{
+	struct worker *w = kite_engine_user(kite_stream_engine(s));
+	struct mconn *m = kite_stream_user(s);
+
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (!m) {
+			kite_stream_abort(s, -ENOMEM);
+			return;
+		}
+		kite_stream_set_user(s, m);
+	}
+	if (m->done)
+		return;
+	if (!len) {
+		(void)kite_stream_close(s);
+		m->done = true;
+		return;
+	}
+	if (len > sizeof(m->in) - m->n)
+		len = sizeof(m->in) - m->n;
+	memcpy(m->in + m->n, buf, len);
+	m->n += len;
+	m_answer(s, m, w->srv);
+}
+
+static void m_close(struct kite_stream *s, int err)
+{
+	(void)err;
+	free(kite_stream_user(s));
+	kite_stream_set_user(s, NULL);
+}
+
+static void *metrics_main(void *arg)
+{
+	struct worker *w = arg;
+	struct server *srv = w->srv;
+	struct kite_engine_config cfg;
+	struct kite_engine *e;
+	int r;
+
+	kite_engine_config_init(&cfg);
+	cfg.ctx = NULL; /* plain HTTP */
+	cfg.on_data = m_data;
+	cfg.on_close = m_close;
+	cfg.user = w;
+	cfg.idle_timeout_ms = 10000;
+	cfg.send_timeout_ms = 10000;
+	cfg.max_streams = 64;
+	cfg.pipes = 0;
+	cfg.buffers = 4;
+	r = kite_engine_create(&e, &cfg);
+	if (r) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "metrics engine: %s",
+			 kite_engine_create_error());
+		goto out;
+	}
+	r = kite_engine_add_listener(e, w->lfd[0]);
+	if (r) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "metrics listener: %s",
+			 kite_strerror(r));
+		kite_engine_destroy(e);
+		goto out;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->e = e;
+	pthread_mutex_unlock(&w->mu);
+out:
+	w->start_err = r;
+	pthread_mutex_lock(&srv->mu);
+	srv->started++;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->mu);
+	if (r)
+		return NULL;
+	/* Until main says stop (after the workers have finished). */
+	while (!atomic_load(&srv->force)) {
+		r = kite_engine_run(e, 1000);
+		if (r)
+			break;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->e = NULL;
+	pthread_mutex_unlock(&w->mu);
+	kite_engine_destroy(e);
+	return NULL;
+}
+
+int metrics_start(struct worker *w, struct server *srv)
+{
+	w->srv = srv;
+	w->metrics = true;
+	pthread_mutex_init(&w->mu, NULL);
+	return -pthread_create(&w->th, NULL, metrics_main, w);
+}

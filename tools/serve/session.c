@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/* One HTTP/1.1 connection: requests in, responses queued in order. */
+#include "session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG_LINE_MAX 2048 /* request line bytes kept for the log */
+
+void sess_init(struct session *s, const struct sess_config *cfg, const struct sess_transport *tp,
+	       void *t)
+{
+	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	s->tp = tp;
+	s->t = t;
+}
+
+void sess_fini(struct session *s)
+{
+	free(s->in);
+	s->in = NULL;
+	s->in_len = s->in_cap = 0;
+}
+
+static void end(struct session *s, int err)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	/* Nothing received after this point is ever looked at. */
+	s->in_len = 0;
+	s->head_start = 0;
+	if (err)
+		s->tp->abort(s->t, err);
+	else
+		s->tp->close(s->t);
+}
+
+/* The request line as received (after the empty lines RFC 9112 2.2 lets
+ * a client send first), for the log. */
+static void request_line(const char *p, size_t n, struct sess_answer *a)
+{
+	const char *eol;
+
+	a->line = "";
+	a->line_len = 0;
+	if (!n)
+		return; /* nothing received (a 503 at connect) */
+	while (n && (*p == '\r' || *p == '\n'))
+		p++, n--;
+	eol = memchr(p, '\n', n < LOG_LINE_MAX ? n : LOG_LINE_MAX);
+	a->line = p;
+	a->line_len = eol ? (size_t)(eol - p) : (n < LOG_LINE_MAX ? n : LOG_LINE_MAX);
+	if (a->line_len && a->line[a->line_len - 1] == '\r')
+		a->line_len--;
+}
+
+/* Queue one response; req NULL with status < 0 for an error without a
+ * usable request. The request's strings point into s->in, still intact. */
+static void answer(struct session *s, const struct http_request *req, int status, size_t used)
+{
+	struct http_request closing_req;
+	struct sess_answer a = {.req = req, .when = time(NULL)};
+	struct response res;
+	char out[RESPONSE_HEAD_MAX + 128];
+	size_t n;
+	int r;
+
+	if (req && s->draining) {
+		/* Shutting down: this is the connection's last answer. */
+		closing_req = *req;
+		closing_req.keep_alive = false;
+		req = &closing_req;
+	}
+	request_line(s->in, used ? used : s->in_len, &a);
+	respond(s->cfg->rp, req, req ? 0 : status, a.when, &res);
+	a.status = res.status;
+	a.body_bytes = res.fd >= 0 ? res.length : res.body_len;
+
+	/* Head and small body in one item: one TLS record for most errors. */
+	n = res.head_len;
+	memcpy(out, res.head, n);
+	if (res.body && res.body_len <= sizeof(out) - n) {
+		memcpy(out + n, res.body, res.body_len);
+		n += res.body_len;
+	}
+	r = s->tp->send(s->t, out, n);
+	if (!r && res.fd >= 0) {
+		r = s->tp->sendfile(s->t, res.fd, res.offset, res.length);
+		res.fd = -1; /* the transport owns it now */
+	}
+	response_clear(&res);
+	s->queued++;
+	s->tp->answered(s->t, &a);
+	if (r)
+		end(s, r);
+	else if (!res.keep_alive)
+		end(s, 0);
+}
+
+/* Answer every complete request while the pipeline has room. */
+static void process(struct session *s, uint64_t now)
+{
+	while (!s->closing && s->queued < s->cfg->pipeline_max && s->in_len) {
+		struct http_request req;
+		int r = http_parse_request(s->in, s->in_len, &req);
+
+		if (r == 0) {
+			if (!s->head_start)
+				s->head_start = now ? now : 1;
+			break;
+		}
+		s->head_start = 0;
+		if (r < 0) {
+			answer(s, NULL, r, 0); /* always ends the connection */
+			break;
+		}
+		answer(s, &req, 0, (size_t)r);
+		if (s->closing)
+			break;
+		s->in_len -= (size_t)r;
+		memmove(s->in, s->in + r, s->in_len);
+	}
+	if (s->closing)
+		return;
+	/* An idle keep-alive connection keeps at most a small buffer. */
+	if (!s->in_len && s->in_cap > 4096) {
+		free(s->in);
+		s->in = NULL;
+		s->in_cap = 0;
+	}
+	/* The client is done and everything it asked for is queued: what is
+	 * left is at most a truncated head, which gets no answer. */
+	if (s->peer_done && s->queued < s->cfg->pipeline_max)
+		end(s, 0);
+	else if (s->draining && !s->in_len)
+		end(s, 0);
+}
+
+static int append(struct session *s, const void *buf, size_t len)
+{
+	size_t cap = s->in_cap;
+	char *p;
+
+	if (s->in_len + len <= cap)
+		goto copy;
+	if (s->in_len + len > s->cfg->in_max)
+		return -ENOBUFS;
+	if (!cap)
+		cap = 4096;
+	while (cap < s->in_len + len)
+		cap *= 2;
+	if (cap > s->cfg->in_max)
+		cap = s->cfg->in_max;
+	p = realloc(s->in, cap);
+	if (!p)
+		return -ENOMEM;
+	s->in = p;
+	s->in_cap = cap;
+copy:
+	memcpy(s->in + s->in_len, buf, len);
+	s->in_len += len;
+	return 0;
+}
+
+void sess_data(struct session *s, const void *buf, size_t len, uint64_t now)
+{
+	int r;
+
+	if (s->closing || s->busy)
+		return;
+	s->busy = true;
+	if (!len) {
+		s->peer_done = true;
+	} else {
+		/* Beyond in_max only a client that pipelines far ahead of
+		 * reading its answers gets here: the limits of one request
+		 * head are far smaller and answered with 414/431 first. */
+		r = append(s, buf, len);
+		if (r) {
+			end(s, r);
+			goto out;
+		}
+	}
+	process(s, now);
+out:
+	s->busy = false;
+}
+
+void sess_drained(struct session *s, uint64_t now)
+{
+	if (s->closing || s->busy)
+		return;
+	s->busy = true;
+	s->queued = 0;
+	process(s, now);
+	s->busy = false;
+}
+
+void sess_tick(struct session *s, uint64_t now)
+{
+	if (s->closing || !s->head_start || !s->cfg->head_timeout_ms ||
+	    now - s->head_start < s->cfg->head_timeout_ms)
+		return;
+	answer(s, NULL, -408, 0); /* ends the connection */
+}
+
+void sess_drain_server(struct session *s)
+{
+	if (s->closing)
+		return;
+	s->draining = true;
+	/* Idle keep-alive connection: nothing is lost by ending it now. */
+	if (!s->in_len)
+		end(s, 0);
+}
+
+void sess_reject(struct session *s, int status)
+{
+	if (s->closing)
+		return;
+	answer(s, NULL, -status, 0);
+}

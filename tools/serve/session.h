@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One HTTP/1.1 connection of kite-serve, above the transport: buffers what
+ * the client sent, answers complete requests in order (pipelining, at most
+ * pipeline_max responses queued before the transport has drained them),
+ * decides when the connection ends, and times out slow request heads.
+ *
+ * The transport is a table of functions, so the server plugs in kite's
+ * engine streams and tests/serve/test_session.c plugs in a recorder.
+ */
+#ifndef KITE_SERVE_SESSION_H
+#define KITE_SERVE_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "http.h"
+#include "respond.h"
+
+/* What was answered, for the access log and the metrics. */
+struct sess_answer {
+	const struct http_request *req; /* NULL: no parsable request (400, 408, 503, ...) */
+	const char *line;               /* the request line as received, maybe empty */
+	size_t line_len;
+	int status;
+	uint64_t body_bytes;            /* bytes of body queued */
+	time_t when;
+};
+
+struct sess_transport {
+	/* Queue a copy of buf: 0 or -errno. */
+	int (*send)(void *t, const void *buf, size_t len);
+	/* Queue len bytes of fd from off; owns fd from now on (closes it on
+	 * every path). 0 or -errno. */
+	int (*sendfile)(void *t, int fd, uint64_t off, uint64_t len);
+	/* End after the queue has gone out. */
+	void (*close)(void *t);
+	/* End now with a reset. */
+	void (*abort)(void *t, int err);
+	void (*answered)(void *t, const struct sess_answer *a);
+};
+
+struct sess_config {
+	const struct responder *rp;
+	unsigned pipeline_max;    /* responses queued before waiting for a drain */
+	size_t in_max;            /* request bytes buffered before the connection is dropped */
+	unsigned head_timeout_ms; /* first byte of a request head to its end; 0: none */
+};
+
+struct session {
+	const struct sess_config *cfg;
+	const struct sess_transport *tp;
+	void *t;
+	char *in;              /* received, not yet answered */
+	size_t in_len, in_cap;
+	unsigned queued;       /* responses queued since the last drain */
+	uint64_t head_start;   /* ms: an incomplete head is arriving since; 0: none */
+	bool closing;          /* the transport was told to end: ignore everything */
+	bool peer_done;        /* the client finished sending */
+	bool draining;         /* server shutting down: answer with close, then end */
+	bool busy;             /* inside sess_data: re-entry guard */
+};
+
+void sess_init(struct session *s, const struct sess_config *cfg, const struct sess_transport *tp,
+	       void *t);
+/* Free the buffer; the transport is not called. */
+void sess_fini(struct session *s);
+
+/* Bytes from the client (len 0: it finished sending). now_ms: a monotonic
+ * clock. */
+void sess_data(struct session *s, const void *buf, size_t len, uint64_t now_ms);
+/* The transport has sent everything queued: answer what waits. */
+void sess_drained(struct session *s, uint64_t now_ms);
+/* Periodic check: a request head slower than head_timeout_ms gets 408. */
+void sess_tick(struct session *s, uint64_t now_ms);
+/* The server stops: end now if idle, else after the request in progress. */
+void sess_drain_server(struct session *s);
+/* Refuse the connection (503 over limits, or shutting down) and end it. */
+void sess_reject(struct session *s, int status);
+
+#endif

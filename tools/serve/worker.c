@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One worker thread: a kite engine with its own SO_REUSEPORT listener on
+ * every --listen address, the HTTP sessions of the connections it accepted,
+ * and the counters it publishes for /metrics. Workers share nothing on the
+ * request path; they meet only in the connection caps (an atomic and the
+ * per-address table), the access log file and the context swap.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+struct conn {
+	struct session sess;
+	struct worker *w;
+	struct kite_stream *s;
+	struct conn *prev, *next;
+	uint8_t key[16];
+	bool counted;               /* in srv->conns and the per-address table */
+	char ip[48];
+	char tls[160];              /* the access log's TLS fields */
+};
+
+uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void stats_publish(struct worker *w)
+{
+	if (w->e)
+		(void)kite_engine_stats(w->e, &w->cur.eng);
+	pthread_mutex_lock(&w->mu);
+	w->pub = w->cur;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- The session's transport: the connection's engine stream ------------ */
+
+static int t_send(void *t, const void *buf, size_t len)
+{
+	struct conn *c = t;
+	ssize_t r = kite_stream_send(c->s, buf, len);
+
+	return r < 0 ? (int)r : 0;
+}
+
+static int t_sendfile(void *t, int fd, uint64_t off, uint64_t len)
+{
+	struct conn *c = t;
+
+	/* The engine closes fd after the range, and on every error. */
+	return kite_stream_sendfile(c->s, fd, (off_t)off, (size_t)len, KITE_SENDFILE_CLOSE_FD);
+}
+
+static void t_close(void *t)
+{
+	struct conn *c = t;
+
+	(void)kite_stream_close(c->s);
+}
+
+static void t_abort(void *t, int err)
+{
+	struct conn *c = t;
+
+	kite_stream_abort(c->s, err);
+}
+
+static void t_answered(void *t, const struct sess_answer *a)
+{
+	struct conn *c = t;
+	struct worker *w = c->w;
+	struct alog_entry le = {.ip = c->ip, .a = a, .tls = c->tls};
+	char line[4096];
+	size_t n;
+
+	w->cur.requests[status_slot(a->status)]++;
+	w->cur.body_bytes += a->body_bytes;
+	if (w->srv->log.fd < 0)
+		return;
+	n = alog_format(line, sizeof(line), &le);
+	alog_write(&w->srv->log, line, n);
+}
+
+static const struct sess_transport stream_transport = {
+	.send = t_send,
+	.sendfile = t_sendfile,
+	.close = t_close,
+	.abort = t_abort,
+	.answered = t_answered,
+};
+
+/* ---- Engine callbacks ---------------------------------------------------- */
+
+static void count_fallback(struct serve_stats *st, int dir, const char *why)
+{
+	unsigned i;
+
+	for (i = 0; i < st->nfallback; i++)
+		if (!strncmp(st->fallback[i].reason, why, sizeof(st->fallback[i].reason) - 1))
+			break;
+	if (i == st->nfallback) {
+		if (i == FALLBACK_SLOTS) {
+			st->fallback_other[dir]++;
+			return;
+		}
+		snprintf(st->fallback[i].reason, sizeof(st->fallback[i].reason), "%s", why);
+		st->nfallback++;
+	}
+	st->fallback[i].n[dir]++;
+}
+
+/* What the handshake gave: counters, and the access log's TLS fields. */
+static void note_tls(struct conn *c)
+{
+	struct kite_conn *kc = kite_stream_conn(c->s);
+	struct serve_stats *st = &c->w->cur;
+	struct kite_conn_info info;
+	const char *off;
+
+	st->handshakes++;
+	if (!kc || kite_conn_info(kc, &info)) {
+		snprintf(c->tls, sizeof(c->tls), "-");
+		return;
+	}
+	if (info.resumed)
+		st->resumptions++;
+	for (int d = 0; d < KITE_DIR_COUNT; d++) {
+		if (info.ktls[d])
+			st->ktls[d]++;
+		else
+			count_fallback(st, d, info.ktls_reason[d]);
+	}
+	off = info.ktls[KITE_TX] ? (info.ktls[KITE_RX] ? "tx+rx" : "tx")
+				 : (info.ktls[KITE_RX] ? "rx" : "off");
+	snprintf(c->tls, sizeof(c->tls), "%s %s ktls=%s resumed=%d", info.version_name,
+		 info.cipher_name, off, info.resumed ? 1 : 0);
+}
+
+/* 503 unless the server takes this connection: shutting down, the global
+ * cap, the per-address cap (in that order). */
+static int admit(struct conn *c)
+{
+	struct server *srv = c->w->srv;
+	struct serve_stats *st = &c->w->cur;
+
+	if (atomic_load(&srv->draining)) {
+		st->rejected_shutdown++;
+		return -1;
+	}
+	if (atomic_fetch_add(&srv->conns, 1) >= srv->cfg.max_conns) {
+		atomic_fetch_sub(&srv->conns, 1);
+		st->rejected_global++;
+		return -1;
+	}
+	if (!iplimit_take(&srv->ipl, c->key)) {
+		atomic_fetch_sub(&srv->conns, 1);
+		st->rejected_ip++;
+		return -1;
+	}
+	c->counted = true;
+	st->open++;
+	return 0;
+}
+
+static void on_open(struct kite_stream *s)
+{
+	struct worker *w = kite_engine_user(kite_stream_engine(s));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		kite_stream_abort(s, -ENOMEM);
+		return;
+	}
+	c->w = w;
+	c->s = s;
+	sess_init(&c->sess, &w->scfg, &stream_transport, c);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	kite_stream_set_user(s, c);
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(kite_stream_fd(s), (struct sockaddr *)&ss, &sl) == 0)
+		ip_key(&ss, c->key, c->ip, sizeof(c->ip));
+	else
+		snprintf(c->ip, sizeof(c->ip), "-");
+	note_tls(c);
+	if (admit(c))
+		sess_reject(&c->sess, 503);
+}
+
+static void on_data(struct kite_stream *s, const void *buf, size_t len)
+{
+	struct conn *c = kite_stream_user(s);
+
+	if (c)
+		sess_data(&c->sess, buf, len, mono_ms());
+}
+
+static void on_drain(struct kite_stream *s)
+{
+	struct conn *c = kite_stream_user(s);
+
+	if (!c)
+		return;
+	sess_drained(&c->sess, mono_ms());
+	/* A response is in the kernel: /metrics should show it already. */
+	stats_publish(c->w);
+}
+
+static void on_close(struct kite_stream *s, int err)
+{
+	struct worker *w = kite_engine_user(kite_stream_engine(s));
+	struct conn *c = kite_stream_user(s);
+
+	w->cur.closed[close_kind_of(err, c != NULL)]++;
+	if (c) {
+		if (c->counted) {
+			atomic_fetch_sub(&w->srv->conns, 1);
+			iplimit_put(&w->srv->ipl, c->key);
+			w->cur.open--;
+		}
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			w->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		sess_fini(&c->sess);
+		free(c);
+		kite_stream_set_user(s, NULL);
+	}
+	stats_publish(w);
+}
+
+/* ---- The thread ---------------------------------------------------------- */
+
+static void start_done(struct worker *w, int err)
+{
+	struct server *srv = w->srv;
+
+	w->start_err = err;
+	pthread_mutex_lock(&srv->mu);
+	srv->started++;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* SIGHUP: main published a new context; new connections use it. */
+static void adopt_ctx(struct worker *w)
+{
+	struct server *srv = w->srv;
+
+	pthread_mutex_lock(&srv->mu);
+	if (w->ctx_gen != srv->ctx_gen) {
+		kite_engine_set_ctx(w->e, srv->ctx);
+		w->ctx_gen = srv->ctx_gen;
+		srv->acks++;
+		pthread_cond_broadcast(&srv->cond);
+	}
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* SIGTERM: no new connections; idle ones end now, busy ones after the
+ * request in progress (answered with Connection: close). */
+static void begin_drain(struct worker *w)
+{
+	w->drain_seen = true;
+	/* shutdown(2) on a listening socket unhashes it: the kernel refuses
+	 * new connections (RST) at once, and a load balancer moves on,
+	 * instead of them waiting in a backlog nobody will accept from. */
+	for (unsigned i = 0; i < w->nl; i++)
+		(void)shutdown(w->lfd[i], SHUT_RD);
+	for (struct conn *c = w->conns; c; c = c->next)
+		sess_drain_server(&c->sess);
+}
+
+static int setup(struct worker *w)
+{
+	struct server *srv = w->srv;
+	const struct serve_config *sc = &srv->cfg;
+	struct kite_engine_config cfg;
+	struct kite_engine_info info;
+	struct kite_engine *e;
+	int r;
+
+	kite_engine_config_init(&cfg);
+	pthread_mutex_lock(&srv->mu);
+	cfg.ctx = srv->ctx;
+	w->ctx_gen = srv->ctx_gen;
+	pthread_mutex_unlock(&srv->mu);
+	cfg.on_open = on_open;
+	cfg.on_data = on_data;
+	cfg.on_drain = on_drain;
+	cfg.on_close = on_close;
+	cfg.user = w;
+	cfg.handshake_timeout_ms = sc->handshake_timeout_ms;
+	cfg.idle_timeout_ms = sc->idle_timeout_ms;
+	cfg.send_timeout_ms = sc->send_timeout_ms;
+	/* The engine's own cap closes connections without a word; ours
+	 * (admit) answers 503. Leave room above ours for handshakes. */
+	cfg.max_streams = sc->max_conns + sc->max_conns / 4 + 64;
+	r = kite_engine_create(&e, &cfg);
+	if (r) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "engine: %s",
+			 kite_engine_create_error());
+		return r;
+	}
+	pthread_mutex_lock(&w->mu); /* worker_wake() may look already */
+	w->e = e;
+	pthread_mutex_unlock(&w->mu);
+	for (unsigned i = 0; i < sc->nlisten; i++) {
+		/* Worker 0 got the sockets main bound (and learned ports
+		 * from); the others join their SO_REUSEPORT groups. */
+		if (w->id) {
+			w->lfd[i] = kite_listen_reuseport(sc->listen[i].host, sc->listen[i].port,
+							  sc->backlog);
+			if (w->lfd[i] < 0) {
+				r = w->lfd[i];
+				snprintf(w->start_msg, sizeof(w->start_msg), "listen %s port %u: %s",
+					 sc->listen[i].host, sc->listen[i].port, kite_strerror(r));
+				return r;
+			}
+			w->nl = i + 1;
+		}
+		r = kite_engine_add_listener(w->e, w->lfd[i]);
+		if (r) {
+			snprintf(w->start_msg, sizeof(w->start_msg), "engine listener: %s",
+				 kite_strerror(r));
+			return r;
+		}
+	}
+	if (!kite_engine_describe(w->e, &info))
+		snprintf(w->engine_desc, sizeof(w->engine_desc), "%s (%s; %s)", info.name,
+			 info.detail, info.reason);
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct server *srv = w->srv;
+	struct kite_engine_stats st;
+	int r = setup(w);
+
+	start_done(w, r);
+	if (r)
+		goto out;
+	for (;;) {
+		uint64_t now;
+
+		r = kite_engine_run(w->e, 500);
+		if (r) {
+			fprintf(stderr, "kite-serve: worker %u: engine loop: %s\n", w->id,
+				kite_strerror(r));
+			break;
+		}
+		now = mono_ms();
+		adopt_ctx(w);
+		if (atomic_load(&srv->draining) && !w->drain_seen)
+			begin_drain(w);
+		for (struct conn *c = w->conns; c; c = c->next)
+			sess_tick(&c->sess, now);
+		stats_publish(w);
+		if (atomic_load(&srv->force))
+			break;
+		if (w->drain_seen && !kite_engine_stats(w->e, &st) && !st.streams)
+			break;
+	}
+out:
+	{
+		struct kite_engine *e;
+
+		/* worker_wake() must never see an engine being destroyed. */
+		pthread_mutex_lock(&w->mu);
+		e = w->e;
+		w->e = NULL;
+		pthread_mutex_unlock(&w->mu);
+		/* Aborts what is left (on_close(-ECANCELED) frees each
+		 * session). */
+		kite_engine_destroy(e);
+	}
+	for (unsigned i = 0; i < w->nl; i++)
+		close(w->lfd[i]);
+	w->nl = 0;
+	stats_publish(w);
+	pthread_mutex_lock(&srv->mu);
+	srv->exited++;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->mu);
+	return NULL;
+}
+
+int worker_start(struct worker *w, struct server *srv, unsigned id)
+{
+	w->srv = srv;
+	w->id = id;
+	w->scfg.rp = &srv->rp;
+	w->scfg.pipeline_max = srv->cfg.pipeline;
+	w->scfg.in_max = 64u << 10;
+	w->scfg.head_timeout_ms = srv->cfg.header_timeout_ms;
+	pthread_mutex_init(&w->mu, NULL);
+	return -pthread_create(&w->th, NULL, worker_main, w);
+}
+
+void worker_wake(struct worker *w)
+{
+	/* kite_engine_stop is thread-safe; the loop comes back within one
+	 * iteration and looks at the shared flags. */
+	pthread_mutex_lock(&w->mu);
+	if (w->e)
+		kite_engine_stop(w->e);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int worker_join(struct worker *w)
+{
+	return -pthread_join(w->th, NULL);
+}
