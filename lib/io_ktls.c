@@ -110,7 +110,7 @@ static int ktls_close_notify(struct kite_conn *c)
 /* One recvmsg; *type gets the record's content type from the cmsg. */
 static ssize_t recv_record(struct kite_conn *c, void *buf, size_t len, uint8_t *type)
 {
-	char cbuf[CMSG_SPACE(sizeof(uint8_t))];
+	char cbuf[CMSG_SPACE(sizeof(uint8_t))] = {0}; /* walked by CMSG_NXTHDR */
 	struct iovec iov = {buf, len};
 	struct msghdr msg = {
 		.msg_iov = &iov, .msg_iovlen = 1,

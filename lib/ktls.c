@@ -400,8 +400,16 @@ int kite_ktls_send_control(struct kite_conn *c, uint8_t type, const void *buf, s
 
 static int read_tx_seq(struct kite_conn *c, uint64_t *seq)
 {
+	/* uapi: getsockopt(TLS_TX) wants exactly the cipher's struct size
+	 * (EINVAL otherwise, even for a larger buffer). */
+	static const socklen_t sizes[KITE_CIPHER_COUNT] = {
+		[KITE_AES_128_GCM] = sizeof(struct tls12_crypto_info_aes_gcm_128),
+		[KITE_AES_256_GCM] = sizeof(struct tls12_crypto_info_aes_gcm_256),
+		[KITE_CHACHA20_POLY1305] = sizeof(struct tls12_crypto_info_chacha20_poly1305),
+		[KITE_AES_128_CCM] = sizeof(struct tls12_crypto_info_aes_ccm_128),
+	};
 	union kite_crypto_info ci;
-	socklen_t len = sizeof(ci);
+	socklen_t len = sizes[c->cipher];
 	const uint8_t *rs;
 	int r = 0;
 

@@ -239,7 +239,8 @@ static int mock_getsockopt(int fd, int level, int name, void *val, socklen_t *le
 	if (fd != m.fd || !m.scripted || level != SOL_TLS || name != TLS_TX)
 		return kite_sys_libc.getsockopt(fd, level, name, val, len);
 	m.getsockopt_calls++;
-	if (!m.installed[TLS_TX] || *len < m.tx_ci_len) {
+	/* Like the kernel: the length must be the cipher's struct size. */
+	if (!m.installed[TLS_TX] || *len != m.tx_ci_len) {
 		errno = m.installed[TLS_TX] ? EINVAL : EBUSY;
 		return -1;
 	}
