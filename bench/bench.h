@@ -70,6 +70,8 @@ void bench_unpin(const struct bench_affinity *old);
 /* CPU time of the calling thread (getrusage(RUSAGE_THREAD)), ns. */
 struct bench_cpu { uint64_t user_ns, sys_ns; };
 void bench_thread_cpu(struct bench_cpu *out);
+/* CPU time of the whole process, all threads (getrusage(RUSAGE_SELF)), ns. */
+void bench_process_cpu(struct bench_cpu *out);
 
 /*
  * A file of size pseudo-random bytes for the socket paths: a memfd (shmem

@@ -9,7 +9,12 @@
  *
  * The file is a memfd in the page cache (bench_data_file). "send" paths read
  * it in 64 KiB chunks with pread() and send them; "sendfile" paths hand the
- * kernel the file descriptor.
+ * kernel the file descriptor; "splice" paths are kite's io_uring engine
+ * (kite_engine, one adopted stream, kite_stream_sendfile per file), whose
+ * ring splices file -> pipe -> socket. The engine's small-range copy path
+ * (small_max) is turned off so that every size measures the splice.
+ * kite_engine_userspace is the same engine with kTLS off: file reads into
+ * its buffers, GnuTLS records, sends.
  *
  * Counters per row:
  *   bytes_per_second     file bytes delivered per second of wall time
@@ -19,6 +24,14 @@
  *                        sendfile, gnutls_record_send(_file), kite_send(file).
  *                        For plain paths each is one syscall; a GnuTLS or kite
  *                        call may make more than one (it is not traced).
+ *                        Engine rows: the engine's own count of every syscall
+ *                        it made (kite_engine_stats: io_uring_enter and direct
+ *                        calls) plus the bench's kite_engine_stop() per file.
+ *   sqes_per_MiB         engine rows: io_uring submissions per MiB.
+ *
+ * Engine rows count sender CPU as the whole process minus the receiver
+ * thread: io_uring may finish a splice in its io-wq worker threads, which
+ * RUSAGE_THREAD of the sender would miss.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,6 +42,7 @@
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/socket.h>
@@ -43,6 +57,7 @@ enum path {
 	PLAIN_SENDFILE,
 	PLAIN_SPLICE,
 	USERSPACE_GNUTLS,
+	KITE_ENGINE_USERSPACE,
 	GNUTLS_KTLS,
 	KITE_KTLS_SEND,
 	KITE_KTLS_SENDFILE,
@@ -55,18 +70,20 @@ enum stack { PLAIN, GNUTLS, KITE };
 static const struct {
 	const char *name;
 	enum stack stack;
-	const char *later; /* not implemented yet: why */
+	bool engine;       /* the sender is a kite_engine (io_uring splice) */
+	enum kite_engine_path want; /* engine rows: the path the bytes must take */
 } paths[NPATHS] = {
-	[PLAIN_SEND] = {"plain_send", PLAIN, NULL},
-	[PLAIN_SENDFILE] = {"plain_sendfile", PLAIN, NULL},
-	[PLAIN_SPLICE] = {"plain_splice", PLAIN,
-			  "io_uring splice rows come with kite's io_uring engine (LATER)"},
-	[USERSPACE_GNUTLS] = {"userspace_gnutls", GNUTLS, NULL},
-	[GNUTLS_KTLS] = {"gnutls_ktls", GNUTLS, NULL},
-	[KITE_KTLS_SEND] = {"kite_ktls_send", KITE, NULL},
-	[KITE_KTLS_SENDFILE] = {"kite_ktls_sendfile", KITE, NULL},
-	[KITE_KTLS_SPLICE] = {"kite_ktls_splice", KITE,
-			      "kite's io_uring engine is not written yet (LATER)"},
+	[PLAIN_SEND] = {"plain_send", PLAIN},
+	[PLAIN_SENDFILE] = {"plain_sendfile", PLAIN},
+	[PLAIN_SPLICE] = {"plain_splice", PLAIN, true, KITE_PATH_PLAIN_SPLICE},
+	[USERSPACE_GNUTLS] = {"userspace_gnutls", GNUTLS},
+	/* The engine with kTLS turned off: its userspace-TLS path, to set
+	 * against plain_splice (the same engine without TLS). */
+	[KITE_ENGINE_USERSPACE] = {"kite_engine_userspace", KITE, true, KITE_PATH_USER},
+	[GNUTLS_KTLS] = {"gnutls_ktls", GNUTLS},
+	[KITE_KTLS_SEND] = {"kite_ktls_send", KITE},
+	[KITE_KTLS_SENDFILE] = {"kite_ktls_sendfile", KITE},
+	[KITE_KTLS_SPLICE] = {"kite_ktls_splice", KITE, true, KITE_PATH_KTLS_SPLICE},
 };
 
 /* One registered family member: a path, and a cipher for TLS paths. */
@@ -95,6 +112,17 @@ struct link {
 	gnutls_certificate_credentials_t gcred[2];
 	gnutls_session_t gs[2];
 
+	/* Engine rows: the sender is this engine with one adopted stream
+	 * (it owns fds[TX] then; fds[TX] is -1). Flags set by its callbacks. */
+	struct kite_engine *eng;
+	struct kite_stream *stream;
+	bool opened, drained, closed;
+	int close_err;
+	char close_msg[256];  /* the TLS connection's detail of close_err */
+	/* Engine rows: the receiver thread's CPU time, stored before each ack,
+	 * so that the sender's share is the process's minus this. */
+	_Atomic uint64_t rx_user_ns, rx_sys_ns;
+
 	/* The receiver's outcome: set before its ack or exit. */
 	atomic_bool rx_failed;
 	char rx_msg[256];
@@ -105,6 +133,8 @@ struct link {
 
 /* ---- Both ends -------------------------------------------------------------- */
 
+static int engine_until(struct link *l, const bool *flag, const char *what);
+
 static int end_handshake(struct link *l, int end)
 {
 	char *msg = end == TX ? l->err : l->rx_msg;
@@ -112,6 +142,8 @@ static int end_handshake(struct link *l, int end)
 	const char *who = end == TX ? "server" : "client";
 	int r;
 
+	if (end == TX && paths[l->path].engine)
+		return engine_until(l, &l->opened, "the handshake");
 	switch (paths[l->path].stack) {
 	case PLAIN:
 		return 0;
@@ -165,6 +197,13 @@ static void ack(struct link *l)
 {
 	uint64_t one = 1;
 
+	if (paths[l->path].engine) {
+		struct bench_cpu c;
+
+		bench_thread_cpu(&c);
+		atomic_store(&l->rx_user_ns, c.user_ns);
+		atomic_store(&l->rx_sys_ns, c.sys_ns);
+	}
 	if (write(l->ack, &one, sizeof(one)) != sizeof(one))
 		abort(); /* an eventfd write of 1 cannot fail short of a bug */
 }
@@ -231,6 +270,9 @@ static void *receiver(void *arg)
 		snprintf(l->rx_msg, sizeof(l->rx_msg), "connection ended %zu bytes into a file", got);
 		ok = false;
 	}
+	/* The engine's graceful close waits (lingers) for the peer's end. */
+	if (ok && paths[l->path].engine)
+		shutdown(l->fds[RX], SHUT_WR);
 	if (!ok) {
 		atomic_store(&l->rx_failed, true);
 		shutdown(l->fds[RX], SHUT_RDWR); /* unblock the sender */
@@ -265,7 +307,8 @@ static int setup_kite(struct link *l)
 			 kite_ctx_error(l->kctx[RX] ? l->kctx[RX] : l->kctx[TX]));
 		return r;
 	}
-	for (int e = 0; e < 2; e++) {
+	/* Engine rows: the engine makes the server's conn itself. */
+	for (int e = 0; e < (paths[l->path].engine ? 1 : 2); e++) {
 		r = kite_conn_create(&l->kc[e], l->kctx[e], l->fds[e]);
 		if (r) {
 			snprintf(l->err, sizeof(l->err), "kite_conn_create: %s", kite_strerror(r));
@@ -315,11 +358,123 @@ fail:
 	return -EINVAL;
 }
 
+/* ---- The engine (splice rows) ---------------------------------------------- */
+
+static struct link *eng_link(struct kite_stream *s)
+{
+	return kite_engine_user(kite_stream_engine(s));
+}
+
+static void on_open(struct kite_stream *s)
+{
+	eng_link(s)->opened = true;
+	kite_engine_stop(kite_stream_engine(s));
+}
+
+static void on_drain(struct kite_stream *s)
+{
+	eng_link(s)->drained = true;
+	kite_engine_stop(kite_stream_engine(s));
+}
+
+static void on_close(struct kite_stream *s, int err)
+{
+	struct link *l = eng_link(s);
+
+	l->closed = true;
+	l->close_err = err;
+	if (err && kite_stream_conn(s))
+		snprintf(l->close_msg, sizeof(l->close_msg), "%s",
+			 kite_conn_strerror(kite_stream_conn(s), err));
+	l->stream = NULL;
+	kite_engine_stop(kite_stream_engine(s));
+}
+
+/* Run the engine until *flag (set by a callback), the stream's end, or 20 s.
+ * 0, or -1 with l->err set. */
+static int engine_until(struct link *l, const bool *flag, const char *what)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!*flag) {
+		int r;
+
+		if (l->closed) {
+			snprintf(l->err, sizeof(l->err), "the engine closed the stream during %s: %s",
+				 what, l->close_err ? strerror(-l->close_err) : "graceful close");
+			if (l->close_msg[0])
+				snprintf(l->err + strlen(l->err), sizeof(l->err) - strlen(l->err),
+					 " (%s)", l->close_msg);
+			return -1;
+		}
+		r = kite_engine_run(l->eng, 1000);
+		if (r) {
+			snprintf(l->err, sizeof(l->err), "kite_engine_run: %s", strerror(-r));
+			return -1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 20) {
+			snprintf(l->err, sizeof(l->err), "the engine did not finish %s in 20 s", what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setup_engine(struct link *l)
+{
+	struct kite_engine_config cfg;
+	int r;
+
+	if (paths[l->path].stack == KITE && (r = setup_kite(l)))
+		return r;
+	if (l->path == KITE_ENGINE_USERSPACE && (r = kite_ctx_set_ktls(l->kctx[TX], 0))) {
+		snprintf(l->err, sizeof(l->err), "kite_ctx_set_ktls: %s", kite_strerror(r));
+		return r;
+	}
+	kite_engine_config_init(&cfg);
+	cfg.ctx = l->kctx[TX]; /* NULL for plain_splice: a plaintext engine */
+	cfg.on_open = on_open;
+	cfg.on_drain = on_drain;
+	cfg.on_close = on_close;
+	cfg.user = l;
+	cfg.small_max = 0;        /* every size splices: the row is the splice path */
+	cfg.idle_timeout_ms = 0;  /* the receiver never writes; a long row is not idle */
+	cfg.max_streams = 1;
+	r = kite_engine_create(&l->eng, &cfg);
+	if (r) {
+		snprintf(l->err, sizeof(l->err), "kite_engine_create: %s: %s", strerror(-r),
+			 kite_engine_create_error());
+		return r;
+	}
+	r = kite_engine_adopt(l->eng, l->fds[TX], &l->stream);
+	/* The engine owns the socket from now on (and closed it on -EMFILE). */
+	if (!r || r == -EMFILE)
+		l->fds[TX] = -1;
+	if (r)
+		snprintf(l->err, sizeof(l->err), "kite_engine_adopt: %s", strerror(-r));
+	return r;
+}
+
+/* Close the stream gracefully (close_notify, FIN) and run the engine until
+ * it has; then, or at once after a failure, destroy the engine, which
+ * resets a connection still open. How the close went is not measured. */
+static void engine_close(struct link *l, bool clean)
+{
+	if (clean && l->stream && l->tx_ready && !kite_stream_close(l->stream))
+		(void)engine_until(l, &l->closed, "its close");
+	kite_engine_destroy(l->eng); /* on_close(-ECANCELED) for a stream still there */
+	l->eng = NULL;
+}
+
 /* Close the sending direction cleanly, or (failed) tear the socket down so
  * that the receiver stops; then wait for the receiver. */
 static void link_close(struct link *l, bool clean)
 {
-	if (clean && l->tx_ready) {
+	if (l->eng) {
+		engine_close(l, clean);
+	} else if (clean && l->tx_ready) {
 		int r = 0;
 
 		switch (paths[l->path].stack) {
@@ -372,7 +527,9 @@ static int link_open(struct link *l)
 		snprintf(l->err, sizeof(l->err), "eventfd: %s", strerror(errno));
 		return r;
 	}
-	if (paths[l->path].stack == KITE)
+	if (paths[l->path].engine)
+		r = setup_engine(l);
+	else if (paths[l->path].stack == KITE)
 		r = setup_kite(l);
 	else if (paths[l->path].stack == GNUTLS)
 		r = setup_gnutls(l);
@@ -412,6 +569,7 @@ static ssize_t read_chunk(struct link *l, int file, uint8_t *buf, size_t off, ui
 static int send_file(struct link *l, int file, uint8_t *buf, uint64_t *calls)
 {
 	off_t off = 0;
+	int r;
 
 	switch (l->path) {
 	case PLAIN_SEND:
@@ -482,6 +640,24 @@ static int send_file(struct link *l, int file, uint8_t *buf, uint64_t *calls)
 				return -1;
 		}
 		return 0;
+	case PLAIN_SPLICE:
+	case KITE_ENGINE_USERSPACE:
+	case KITE_KTLS_SPLICE:
+		if (!l->stream) {
+			snprintf(l->err, sizeof(l->err), "the engine closed the stream: %s%s%s",
+				 strerror(-l->close_err), l->close_msg[0] ? ": " : "", l->close_msg);
+			return -1;
+		}
+		l->drained = false;
+		r = kite_stream_sendfile(l->stream, file, 0, l->size, 0);
+		if (r) {
+			snprintf(l->err, sizeof(l->err), "kite_stream_sendfile: %s", strerror(-r));
+			return -1;
+		}
+		/* Engine syscalls are counted by the engine; this one is ours:
+		 * on_drain's kite_engine_stop() (an eventfd write). */
+		++*calls;
+		return engine_until(l, &l->drained, "sending a file");
 	default:
 		snprintf(l->err, sizeof(l->err), "path not implemented");
 		return -1;
@@ -509,6 +685,27 @@ static int wait_ack(struct link *l)
 }
 
 /* ---- Who encrypts ----------------------------------------------------------- */
+
+/* Engine rows: can this engine splice at all here? */
+static bool engine_splices(struct kb_state *st, struct link *l)
+{
+	struct kite_engine_info info;
+
+	if (kite_engine_describe(l->eng, &info)) {
+		kb_fail(st, "kite_engine_describe failed");
+		return false;
+	}
+	if (info.backend == KITE_ENGINE_EPOLL) {
+		kb_skip(st, "kite's engine runs on its epoll rung here (%s): files go out with "
+			    "sendfile(2), there is no io_uring splice to measure", info.reason);
+		return false;
+	}
+	if (!info.pipes) {
+		kb_skip(st, "kite's engine has no pipes for splicing here (%s)", info.detail);
+		return false;
+	}
+	return true;
+}
 
 /*
  * After the handshake: does this row measure what its name says? Returns
@@ -547,9 +744,15 @@ static bool path_engaged(struct kb_state *st, struct link *l)
 			return false;
 		}
 		return true;
+	case PLAIN_SPLICE:
+		return engine_splices(st, l);
 	case KITE_KTLS_SEND:
 	case KITE_KTLS_SENDFILE:
-		kite_conn_info(l->kc[TX], &info);
+	case KITE_KTLS_SPLICE:
+		if (l->path == KITE_KTLS_SPLICE && !engine_splices(st, l))
+			return false;
+		kite_conn_info(l->path == KITE_KTLS_SPLICE ? kite_stream_conn(l->stream) : l->kc[TX],
+			       &info);
 		if (!info.ktls[KITE_TX]) {
 			if (bench_require_ktls())
 				kb_fail(st, "KITE_REQUIRE_KTLS=1 but kite did not offload TX: %s",
@@ -574,6 +777,55 @@ static bool path_engaged(struct kb_state *st, struct link *l)
 
 /* ---- The benchmark ---------------------------------------------------------- */
 
+/*
+ * The sender's CPU time. Engine rows: the process's minus the receiver
+ * thread's (as of its last ack), so that io_uring's io-wq workers count as
+ * the sender's; other rows: the sender thread's own.
+ */
+static void sender_cpu(struct link *l, struct bench_cpu *out)
+{
+	if (!paths[l->path].engine) {
+		bench_thread_cpu(out);
+		return;
+	}
+	bench_process_cpu(out);
+	out->user_ns -= atomic_load(&l->rx_user_ns);
+	out->sys_ns -= atomic_load(&l->rx_sys_ns);
+}
+
+/* Engine rows: counters from the engine's stats over the timed loop, and
+ * the row's label ("engine:uring plain-splice 100%"). The bytes must have
+ * taken the row's path; otherwise the row fails. */
+static void engine_counters(struct kb_state *st, struct link *l, const struct kite_engine_stats *s0,
+			    const struct kite_engine_stats *s1, double bytes, uint64_t calls,
+			    char *label, size_t len)
+{
+	enum kite_engine_path want = paths[l->path].want;
+	struct kite_engine_info info;
+	double moved = 0, mib = bytes / 1048576.0;
+	int n;
+
+	kite_engine_describe(l->eng, &info);
+	n = snprintf(label, len, "engine:%s", info.name);
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		moved += (double)(s1->path[p].bytes - s0->path[p].bytes);
+	for (int p = 0; p < KITE_PATH_COUNT && moved > 0 && (size_t)n < len; p++) {
+		double b = (double)(s1->path[p].bytes - s0->path[p].bytes);
+
+		if (b > 0)
+			n += snprintf(label + n, len - (size_t)n, " %s %.0f%%",
+				      kite_engine_path_name((enum kite_engine_path)p), 100.0 * b / moved);
+	}
+	if (moved > 0 && (double)(s1->path[want].bytes - s0->path[want].bytes) < moved / 2)
+		kb_fail(st, "the engine moved most bytes outside %s (%s)",
+			kite_engine_path_name(want), label);
+	if (mib > 0) {
+		kb_counter(st, "syscalls_per_MiB",
+			   ((double)(s1->syscalls - s0->syscalls) + (double)calls) / mib, KB_VALUE);
+		kb_counter(st, "sqes_per_MiB", (double)(s1->sqes - s0->sqes) / mib, KB_VALUE);
+	}
+}
+
 static void bm_path(struct kb_state *st, const void *arg)
 {
 	const struct row *row = arg;
@@ -586,16 +838,14 @@ static void bm_path(struct kb_state *st, const void *arg)
 	};
 	struct bench_affinity saved = {0};
 	struct bench_cpu c0, c1;
+	struct kite_engine_stats s0 = {0}, s1 = {0};
 	uint8_t *buf = NULL;
 	uint64_t calls = 0;
 	int cpu[2], file;
 	bool clean = false;
 	double bytes;
+	char label[160] = "";
 
-	if (paths[row->path].later) {
-		kb_skip(st, "not implemented yet: %s", paths[row->path].later);
-		return;
-	}
 	file = bench_data_file(l.size);
 	buf = malloc(CHUNK);
 	if (file < 0 || !buf) {
@@ -616,7 +866,9 @@ static void bm_path(struct kb_state *st, const void *arg)
 	if (!path_engaged(st, &l))
 		goto out_close;
 
-	bench_thread_cpu(&c0);
+	if (l.eng)
+		kite_engine_stats(l.eng, &s0);
+	sender_cpu(&l, &c0);
 	while (kb_keep_running(st)) {
 		if (send_file(&l, file, buf, &calls) || wait_ack(&l)) {
 			/* A receiver that failed first is the cause; its message
@@ -627,19 +879,30 @@ static void bm_path(struct kb_state *st, const void *arg)
 			break;
 		}
 	}
-	bench_thread_cpu(&c1);
+	sender_cpu(&l, &c1);
+	if (l.eng)
+		kite_engine_stats(l.eng, &s1);
 	clean = !kb_stopped(st);
 
 	bytes = (double)kb_iterations(st) * (double)l.size;
 	kb_bytes(st, (int64_t)bytes);
-	if (bytes > 0)
+	if (l.eng)
+		engine_counters(st, &l, &s0, &s1, bytes, calls, label, sizeof(label));
+	else if (bytes > 0)
 		kb_counter(st, "syscalls_per_MiB", (double)calls / (bytes / 1048576.0), KB_VALUE);
 	if (bytes > 0 && !bench_in_uml()) {
-		kb_counter(st, "cpu_user_ns_per_B", (double)(c1.user_ns - c0.user_ns) / bytes, KB_VALUE);
-		kb_counter(st, "cpu_sys_ns_per_B", (double)(c1.sys_ns - c0.sys_ns) / bytes, KB_VALUE);
+		/* Signed: the process's and a thread's user/system split are
+		 * scaled separately from tick samples (engine rows). */
+		double user = (double)(int64_t)(c1.user_ns - c0.user_ns);
+		double sys = (double)(int64_t)(c1.sys_ns - c0.sys_ns);
+
+		kb_counter(st, "cpu_user_ns_per_B", (user > 0 ? user : 0) / bytes, KB_VALUE);
+		kb_counter(st, "cpu_sys_ns_per_B", (sys > 0 ? sys : 0) / bytes, KB_VALUE);
 	}
 	if (paths[row->path].stack != PLAIN)
-		kb_label(st, "TLS1.3 rx:%s", l.rx_how ? l.rx_how : "?");
+		kb_label(st, "TLS1.3 rx:%s%s%s", l.rx_how ? l.rx_how : "?", label[0] ? " " : "", label);
+	else if (label[0])
+		kb_label(st, "%s", label);
 out_close:
 	link_close(&l, clean);
 	if (clean && atomic_load(&l.rx_failed))

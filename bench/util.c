@@ -162,17 +162,29 @@ void bench_unpin(const struct bench_affinity *old)
 		pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), (const cpu_set_t *)old->mask);
 }
 
-void bench_thread_cpu(struct bench_cpu *out)
+static void rusage_cpu(int who, struct bench_cpu *out)
 {
 	struct rusage ru;
 
 	memset(out, 0, sizeof(*out));
-	/* RUSAGE_THREAD: this thread only, so the receiver's work on the other
-	 * core never counts as the sender's. */
-	if (getrusage(RUSAGE_THREAD, &ru))
+	if (getrusage(who, &ru))
 		return;
 	out->user_ns = (uint64_t)ru.ru_utime.tv_sec * 1000000000u + (uint64_t)ru.ru_utime.tv_usec * 1000u;
 	out->sys_ns = (uint64_t)ru.ru_stime.tv_sec * 1000000000u + (uint64_t)ru.ru_stime.tv_usec * 1000u;
+}
+
+void bench_thread_cpu(struct bench_cpu *out)
+{
+	/* RUSAGE_THREAD: this thread only, so the receiver's work on the other
+	 * core never counts as the sender's. */
+	rusage_cpu(RUSAGE_THREAD, out);
+}
+
+void bench_process_cpu(struct bench_cpu *out)
+{
+	/* RUSAGE_SELF includes threads that have exited, such as io_uring's
+	 * io-wq workers that went idle. */
+	rusage_cpu(RUSAGE_SELF, out);
 }
 
 /* ---- Data files ------------------------------------------------------------- */
