@@ -137,7 +137,7 @@ int kite_ctx_set_credentials(struct kite_ctx *ctx, const char *cert, const char 
 	if (stat(key, &st))
 		return ctx_fail(ctx, -errno, "private key %s: %s", key, kite_strerror(-errno));
 	/* A key others can read is a key others have. */
-	if (st.st_mode & (S_IROTH | S_IWOTH))
+	if ((st.st_mode & (S_IROTH | S_IWOTH)) && !ctx->insecure_key_perms)
 		return ctx_fail(ctx, -EPERM,
 				"private key %s is accessible to other users (chmod o-rw %s)", key,
 				key);
@@ -147,6 +147,15 @@ int kite_ctx_set_credentials(struct kite_ctx *ctx, const char *cert, const char 
 				"loading %s / %s: %s", cert, key, gnutls_strerror(r));
 	ctx->have_cred = true;
 	return 0;
+}
+
+int kite_ctx_allow_insecure_key_perms(struct kite_ctx *ctx, bool allow)
+{
+	int r = check_mutable(ctx);
+
+	if (!r)
+		ctx->insecure_key_perms = allow;
+	return r;
 }
 
 int kite_ctx_set_ca_file(struct kite_ctx *ctx, const char *ca)
@@ -272,7 +281,12 @@ int kite_ctx_set_ticket_key_file(struct kite_ctx *ctx, const char *path)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ctx_fail(ctx, -errno, "ticket key file %s: %s", path, kite_strerror(-errno));
-	if (fstat(fd, &st) || (st.st_mode & (S_IROTH | S_IWOTH))) {
+	if (fstat(fd, &st)) {
+		r = -errno;
+		close(fd);
+		return ctx_fail(ctx, r, "ticket key file %s: %s", path, kite_strerror(r));
+	}
+	if ((st.st_mode & (S_IROTH | S_IWOTH)) && !ctx->insecure_key_perms) {
 		close(fd);
 		return ctx_fail(ctx, -EPERM, "ticket key file %s is accessible to other users "
 				"(chmod o-rw %s)", path, path);

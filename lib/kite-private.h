@@ -123,6 +123,7 @@ struct kite_ctx {
 	gnutls_datum_t alpn[4];
 	unsigned nalpn;
 	bool have_cred;
+	bool insecure_key_perms; /* kite_ctx_allow_insecure_key_perms() */
 	bool verify;
 	unsigned ktls_flags;
 	char err[256];

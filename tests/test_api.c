@@ -53,6 +53,16 @@ static void contexts(const struct t_creds *cr)
 	r = kite_ctx_set_credentials(ctx, cr->cert, path);
 	t_assert(r == -EPERM, "world-readable key accepted: %d", r);
 	t_assert(strstr(kite_ctx_error(ctx), "other users") != NULL, "%s", kite_ctx_error(ctx));
+	{	/* ...unless the caller explicitly allows it (a separate context:
+		 * this one must keep refusing). */
+		struct kite_ctx *lax;
+
+		t_assert(kite_ctx_create(&lax, KITE_SERVER) == 0, "create");
+		t_assert(kite_ctx_allow_insecure_key_perms(lax, true) == 0, "allow");
+		r = kite_ctx_set_credentials(lax, cr->cert, path);
+		t_assert(r == 0, "allowed world-readable key: %d (%s)", r, kite_ctx_error(lax));
+		kite_ctx_destroy(lax);
+	}
 	chmod(path, 0600);
 	/* Certificate and key that don't belong together / aren't PEM. */
 	r = kite_ctx_set_credentials(ctx, path, path);
@@ -281,6 +291,10 @@ static void tickets(const struct t_creds *cr)
 	t_assert(kite_ctx_set_ticket_key_file(ctx, k1) == -EINVAL, "long key");
 	write_key(k1, 64, 0644, 1);
 	t_assert(kite_ctx_set_ticket_key_file(ctx, k1) == -EPERM, "world-readable key");
+	t_assert(kite_ctx_allow_insecure_key_perms(ctx, true) == 0, "allow");
+	r = kite_ctx_set_ticket_key_file(ctx, k1);
+	t_assert(r == 0, "allowed world-readable ticket key: %d (%s)", r, kite_ctx_error(ctx));
+	t_assert(kite_ctx_allow_insecure_key_perms(ctx, false) == 0, "disallow");
 	t_assert(kite_ctx_set_ticket_key_file(ctx, "/nonexistent") == -ENOENT, "missing key");
 	t_assert(kite_ctx_set_alpn(ctx, (const char *const[]){""}, 1) == -EINVAL, "empty ALPN");
 	kite_ctx_destroy(ctx);

@@ -101,9 +101,15 @@ KITE_MUST_CHECK int kite_ctx_create(struct kite_ctx **out, enum kite_role role);
 void kite_ctx_destroy(struct kite_ctx *ctx);
 
 /* PEM certificate chain and private key. Required for servers. The key file
- * must not be readable by group/other (-EPERM otherwise). */
+ * must not be readable or writable by others (-EPERM otherwise) unless
+ * kite_ctx_allow_insecure_key_perms() said so first. */
 KITE_MUST_CHECK int kite_ctx_set_credentials(struct kite_ctx *ctx, const char *cert_file,
 					     const char *key_file);
+
+/* Accept private key and ticket key files that others can read or write
+ * (default: refuse them with -EPERM). For test setups that cannot chmod;
+ * a key others can read is a key others have. */
+KITE_MUST_CHECK int kite_ctx_allow_insecure_key_perms(struct kite_ctx *ctx, bool allow);
 
 /*
  * Servers: generate an ephemeral ECDSA P-256 self-signed certificate for

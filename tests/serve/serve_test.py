@@ -1051,7 +1051,8 @@ def lifecycle_flags(t):
     check(p.returncode == 0, "--help")
     for flag in ("--root", "--listen", "--cert", "--key", "--threads", "--priority", "--ktls",
                  "--access-log", "--ticket-key-file", "--metrics-listen", "--header-timeout",
-                 "--idle-timeout", "--max-conns", "--max-conns-per-ip", "--shutdown-timeout"):
+                 "--idle-timeout", "--max-conns", "--max-conns-per-ip", "--shutdown-timeout",
+                 "--allow-insecure-key-perms"):
         check(flag in p.stdout, "--help lacks %s" % flag)
     for bad in (["--listen", "localhost:80"], ["--listen", "1.2.3.4"], ["--ktls", "maybe"],
                 ["--threads", "0"], ["--cert", "x.pem"], ["--root", "/nonexistent/dir"],
@@ -1065,8 +1066,12 @@ def lifecycle_flags(t):
         os.chmod(key, 0o644)
         p = subprocess.run([t.kite_serve, "--cert", cert, "--key", key, "--listen", "127.0.0.1:0"],
                            capture_output=True, text=True, timeout=WAIT)
-        check(p.returncode == 1 and "accessible to other users" in p.stderr,
-              "world-readable key: %r" % p.stderr)
+        check(p.returncode == 1 and "accessible to other users" in p.stderr
+              and "--allow-insecure-key-perms" in p.stderr, "world-readable key: %r" % p.stderr)
+        # ...served when the operator says so explicitly.
+        srv = Server(t, "insecure-key", ["--cert", cert, "--key", key, "--allow-insecure-key-perms"])
+        expect(srv, "/small.txt", 200)
+        srv.stop()
     bad_key = os.path.join(d, "bad.key")
     with open(bad_key, "wb") as f:
         f.write(b"short")

@@ -41,6 +41,8 @@ static void usage(FILE *f)
 "  --cert FILE --key FILE   PEM certificate chain and private key (the key must not\n"
 "                           be readable by others); default: a self-signed ECDSA\n"
 "                           P-256 certificate for localhost, made at start\n"
+"  --allow-insecure-key-perms  accept --key and --ticket-key-file files that other\n"
+"                           users can read or write (refused by default)\n"
 "  --threads N              worker threads, one engine each (default: one per core)\n"
 "  --priority STRING        GnuTLS priority string (default: TLS 1.3 and 1.2 with\n"
 "                           the AEADs this kernel can offload)\n"
@@ -146,7 +148,7 @@ static unsigned cores(void)
 enum {
 	O_ROOT = 256, O_LISTEN, O_CERT, O_KEY, O_THREADS, O_PRIORITY, O_KTLS, O_ACCESS_LOG,
 	O_TICKET, O_METRICS, O_HS_TO, O_HDR_TO, O_IDLE_TO, O_SEND_TO, O_SHUT_TO, O_MAXC,
-	O_MAXIP, O_PIPE, O_HELP, O_VERSION,
+	O_MAXIP, O_PIPE, O_INSECURE, O_HELP, O_VERSION,
 };
 
 static int parse_args(int argc, char **argv, struct serve_config *c)
@@ -170,6 +172,7 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 		{"max-conns", required_argument, NULL, O_MAXC},
 		{"max-conns-per-ip", required_argument, NULL, O_MAXIP},
 		{"pipeline", required_argument, NULL, O_PIPE},
+		{"allow-insecure-key-perms", no_argument, NULL, O_INSECURE},
 		{"help", no_argument, NULL, O_HELP},
 		{"version", no_argument, NULL, O_VERSION},
 		{NULL, 0, NULL, 0},
@@ -229,6 +232,7 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 			break;
 		case O_ACCESS_LOG: c->access_log = optarg; break;
 		case O_TICKET: c->ticket_key_file = optarg; break;
+		case O_INSECURE: c->insecure_key_perms = true; break;
 		case O_HS_TO: if (parse_secs(optarg, &c->handshake_timeout_ms)) what = "--handshake-timeout: want seconds"; break;
 		case O_HDR_TO: if (parse_secs(optarg, &c->header_timeout_ms)) what = "--header-timeout: want seconds"; break;
 		case O_IDLE_TO: if (parse_secs(optarg, &c->idle_timeout_ms)) what = "--idle-timeout: want seconds"; break;
@@ -308,11 +312,12 @@ static int build_ctx(const struct serve_config *c, struct kite_ctx **out, char f
 		return r;
 	}
 	step = c->cert ? "certificate" : "self-signed certificate";
-	if (c->cert) {
+	r = kite_ctx_allow_insecure_key_perms(ctx, c->insecure_key_perms);
+	if (!r && c->cert) {
 		r = kite_ctx_set_credentials(ctx, c->cert, c->key);
 		if (!r)
 			cert_fingerprint(c->cert, fp);
-	} else {
+	} else if (!r) {
 		r = kite_ctx_set_ephemeral_cert(ctx, "localhost", fp);
 	}
 	if (!r && c->priority) {
@@ -335,7 +340,8 @@ static int build_ctx(const struct serve_config *c, struct kite_ctx **out, char f
 				       : kite_ctx_enable_tickets(ctx);
 	}
 	if (r) {
-		snprintf(err, errlen, "%s: %s", step, kite_ctx_error(ctx));
+		snprintf(err, errlen, "%s: %s%s", step, kite_ctx_error(ctx),
+			 r == -EPERM ? " (or --allow-insecure-key-perms)" : "");
 		kite_ctx_destroy(ctx);
 		return r;
 	}

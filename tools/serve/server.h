@@ -36,6 +36,7 @@ struct serve_config {
 	const char *cert, *key;
 	const char *priority;
 	const char *ticket_key_file;
+	bool insecure_key_perms;      /* --allow-insecure-key-perms */
 	const char *access_log;  /* NULL: none; "-": stdout */
 	unsigned ktls;           /* KITE_KTLS_* */
 	const char *ktls_mode;   /* "auto", "off", "require" */
