@@ -953,6 +953,19 @@ static int short_file(struct kite_stream *s, const struct eng_item *it)
 	return -ENODATA;
 }
 
+static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch);
+
+/* The receive armed while open waits with the idle timeout; lingering
+ * promises ENG_LINGER_MS. Cancel it: rx_done() ignores the -ECANCELED of a
+ * timer that did not fire, and progress re-arms with the linger deadline. */
+static void linger_rearm(struct kite_stream *s)
+{
+	if (s->misc.pend || !u_room(s->e, 4))
+		return; /* the idle timeout still bounds it */
+	ch_begin(&s->misc);
+	cancel_chain_ops(s, &s->rx);
+}
+
 static void tx_done(struct kite_stream *s)
 {
 	struct uchain *ch = &s->tx;
@@ -1104,6 +1117,8 @@ static void tx_done(struct kite_stream *s)
 			s->t_start = eng_now_ms();
 			if (s->rx_eof)
 				eng_finish(s);
+			else if (s->rx.pend)
+				linger_rearm(s);
 		}
 		break;
 	default:
@@ -1230,6 +1245,22 @@ static void u_progress(struct kite_stream *s)
 	}
 }
 
+/* What a stream's op did, for the seam's cqe filter (tests only). */
+static int uop_of(const struct kite_stream *s, const struct uchain *ch, int i)
+{
+	switch (ch->role[i]) {
+	case RO_RECV:
+		return s->krx ? KITE_UOP_RECVMSG : KITE_UOP_RECV;
+	case RO_FILE_IN:
+		return s->tx_kind == TXK_SPLICE ? KITE_UOP_SPLICE_IN : KITE_UOP_READ;
+	case RO_SOCK_OUT:
+		return s->tx_kind == TXK_SPLICE || s->tx_kind == TXK_DRAIN ? KITE_UOP_SPLICE_OUT
+			: s->tx_kind == TXK_NOTIFY ? KITE_UOP_SENDMSG : KITE_UOP_SEND;
+	default:
+		return KITE_UOP_OTHER;
+	}
+}
+
 static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
 {
 	struct uop *op = io_uring_cqe_get_data(cqe);
@@ -1243,7 +1274,8 @@ static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
 		e->inflight--;
 	switch (op->kind) {
 	case UK_ACCEPT:
-		on_accept(e, op->owner, cqe->res, more);
+		on_accept(e, op->owner, kite_sys->cqe ? kite_sys->cqe(KITE_UOP_ACCEPT, cqe->res)
+						      : cqe->res, more);
 		return;
 	case UK_EVENTFD:
 		on_eventfd(e, cqe->res, more);
@@ -1257,7 +1289,8 @@ static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
 	}
 	s = op->owner;
 	ch = op->kind == UK_RX ? &s->rx : op->kind == UK_TX ? &s->tx : &s->misc;
-	ch->res[op->idx] = cqe->res;
+	ch->res[op->idx] = kite_sys->cqe ? kite_sys->cqe(uop_of(s, ch, op->idx), cqe->res)
+					 : cqe->res;
 	ch->done |= (uint8_t)(1u << op->idx);
 	if (--ch->pend)
 		return;

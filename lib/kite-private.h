@@ -45,6 +45,24 @@ struct kite_sys {
 	/* Wipe key material (a memset the compiler cannot drop). In the seam
 	 * so that tests can check every buffer that held keys is wiped. */
 	void (*wipe)(void *p, size_t n);
+	/* io_uring completions bypass libc: NULL (libc, no cost) or a test's
+	 * filter that sees each result (enum kite_uop) and returns the one the
+	 * engine acts on. A filter that turns an accepted fd into an error
+	 * must close that fd. */
+	int (*cqe)(int uop, int res);
+};
+
+/* What an io_uring operation did, for kite_sys.cqe (engine_uring.c). */
+enum kite_uop {
+	KITE_UOP_ACCEPT,
+	KITE_UOP_RECV,        /* socket -> buffer (userspace TLS, plaintext) */
+	KITE_UOP_RECVMSG,     /* kernel TLS RX, with the record type cmsg */
+	KITE_UOP_READ,        /* file -> buffer (READ / READ_FIXED) */
+	KITE_UOP_SPLICE_IN,   /* file -> pipe */
+	KITE_UOP_SPLICE_OUT,  /* pipe -> socket */
+	KITE_UOP_SEND,        /* buffer -> socket */
+	KITE_UOP_SENDMSG,     /* close_notify through kernel TLS */
+	KITE_UOP_OTHER,       /* poll, timeout, shutdown, cancel, close */
 };
 
 /* Wipe through the seam: every key buffer in libkite goes through here. */

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -352,6 +353,16 @@ static void engine_client(bool tls, struct t_creds *cr)
 	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)))
 		t_fail("connect");
 	t_ok(kite_engine_adopt(e, fd, &s));
+	{	/* Nagle off: a small response must not wait for a delayed ACK. */
+		int v = 0;
+		socklen_t vl = sizeof(v);
+
+		t_assert(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &vl) == 0 && v,
+			 "adopted socket without TCP_NODELAY");
+		if (single_thread) /* accepted sockets inherit the listener's */
+			t_assert(getsockopt(srv.lfd[0], IPPROTO_TCP, TCP_NODELAY, &v, &vl) == 0 && v,
+				 "listener without TCP_NODELAY");
+	}
 	if (tls)
 		t_ok(kite_conn_set_server_name(kite_stream_conn(s), "localhost"));
 	if (!single_thread) {

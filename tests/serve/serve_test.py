@@ -1046,6 +1046,24 @@ def lifecycle_bounded(t):
     s.close()
 
 
+def lifecycle_linger(t):
+    """After close_notify and FIN the server waits at most 2 s for the
+    client's end (engine ENG_LINGER_MS), then closes: a client that never
+    closes holds neither the connection nor a SIGTERM drain."""
+    srv = Server(t, "linger", ["--shutdown-timeout", "30", "--idle-timeout", "60"])
+    s = connect(srv)
+    s.sendall(req("GET", "/small.txt"))
+    r = parse(read_all(s))  # until close_notify; the socket stays open
+    check(r and r[0][0] == 200, "GET before linger")
+    t0 = time.monotonic()
+    code = srv.stop(timeout=25)
+    took = time.monotonic() - t0
+    check(code == 0 and took < (8 if IN_UML else 5),
+          "SIGTERM with a lingering client: exit %s after %.1fs (linger is 2 s)" % (code, took))
+    check("aborting" not in srv.stderr(), "the drain had to abort: %s" % srv.stderr())
+    s.close()
+
+
 def lifecycle_flags(t):
     p = subprocess.run([t.kite_serve, "--help"], capture_output=True, text=True)
     check(p.returncode == 0, "--help")
@@ -1160,7 +1178,8 @@ def lifecycle_threads(t):
 
 
 def group_lifecycle(t):
-    for step in (lifecycle_flags, lifecycle_drain, lifecycle_bounded, lifecycle_ktls_modes,
+    for step in (lifecycle_flags, lifecycle_drain, lifecycle_bounded, lifecycle_linger,
+                 lifecycle_ktls_modes,
                  lifecycle_metrics, lifecycle_threads):
         t.step(step.__name__, step, t)
 
