@@ -499,7 +499,11 @@ def http_traversal(t, srv):
         ("/etclink/passwd", (403,)),
         ("/etc/passwd", (404,)),                 # absolute paths stay below the root
         (t.tmp + "/secret.txt", (404,)),
-        ("http://kite.test/../secret.txt", (400,)),
+        ("http://kite.test/../secret.txt", (400,)),  # absolute-form: same checks
+        ("https://other.example:1/sub/../../secret.txt", (400,)),
+        ("http://kite.test/escape_rel", (403,)),
+        ("http://kite.test/small.txt", (200,)),
+        ("http:///secret.txt", (400,)),
         ("secret.txt", (400,)),
         ("*", (400,)),
     ]

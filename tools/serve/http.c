@@ -220,8 +220,30 @@ int http_normalize_path(const char *t, size_t n, char *out, size_t cap)
 {
 	size_t o = 0, i = 0;
 
+	/* absolute-form (RFC 9112 3.2.2), which servers must accept: the
+	 * authority names this server whatever it says; the path follows. */
+	for (const char *const *sc = (const char *const[]){"http://", "https://", NULL}; *sc; sc++) {
+		size_t k = strlen(*sc);
+
+		if (n > k && !strncasecmp(t, *sc, k)) {
+			for (i = k; i < n && t[i] != '/' && t[i] != '?' && t[i] != '#'; i++)
+				;
+			if (i == k)
+				return -400; /* no authority */
+			if (i == n || t[i] != '/') {
+				/* "http://host" or "http://host?q": the root */
+				t = "/";
+				n = 1;
+			} else {
+				t += i;
+				n -= i;
+			}
+			i = 0;
+			break;
+		}
+	}
 	if (!n || t[0] != '/')
-		return -400; /* origin-form only (RFC 9112 3.2.1) */
+		return -400; /* origin-form or absolute-form only (RFC 9112 3.2) */
 	if (cap < 2)
 		return -414;
 	while (i < n && t[i] != '?' && t[i] != '#') {

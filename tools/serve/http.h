@@ -54,8 +54,9 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req);
  * Decode and normalise a request target into a path relative to the root,
  * without leading '/': "" for the root itself. Percent-decodes, drops the
  * query, resolves "." and "..", collapses "//". Returns the length, or
- * -400 (bad encoding, NUL, control bytes, ".." above the root, not
- * origin-form) / -414 (longer than cap-1).
+ * -400 (bad encoding, NUL, control bytes, ".." above the root, neither
+ * origin-form nor absolute-form) / -414 (longer than cap-1). In absolute-form
+ * ("http://host/path") the authority is ignored.
  */
 int http_normalize_path(const char *target, size_t n, char *out, size_t cap);
 
