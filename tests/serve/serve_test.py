@@ -1128,6 +1128,58 @@ def lifecycle_ktls_modes(t):
     req_srv.stop()
 
 
+def lifecycle_secrets(t):
+    """No key material in anything kite-serve writes: stdout, stderr, the
+    access log, /metrics; and no key log even when SSLKEYLOGFILE is set."""
+    if not need("openssl"):
+        return
+    import base64
+    d = os.path.join(t.tmp, "secrets")
+    os.makedirs(d)
+    cert, key = make_cert(d, "s")
+    tk = os.path.join(d, "ticket.key")
+    ticket = os.urandom(64)
+    with open(tk, "wb") as f:
+        f.write(ticket)
+    os.chmod(tk, 0o600)
+    keylog = os.path.join(d, "keylog.txt")
+    srv = Server(t, "secrets", ["--cert", cert, "--key", key, "--ticket-key-file", tk,
+                                "--metrics-listen", "127.0.0.1:0"],
+                 env={"SSLKEYLOGFILE": keylog})
+    for v in ("1.2", "1.3"):
+        ctx = tls_ctx(v)
+        s, sess = fetch_session(srv, ctx)
+        r = ask(srv, req("GET", "/small.txt"), ctx=ctx, session=sess)
+        check(r[0][0] == 200, "GET over TLS %s" % v)
+    raw = socket.create_connection((srv.host, srv.port), timeout=WAIT)
+    raw.sendall(b"GET / HTTP/1.1\r\n\r\n")  # plaintext: a failing handshake logs an error
+    try:
+        raw.recv(100)
+    except ConnectionResetError:
+        pass
+    raw.close()
+    srv.send_signal(signal.SIGHUP)
+    wait_reloaded(srv, 1)
+    metrics = "\n".join("%s %s" % kv for kv in srv.metrics().items())
+    check(srv.stop() == 0, "exit status")
+    out = (srv.stdout() + srv.stderr() + "\n".join(srv.log_lines()) + metrics).encode()
+    # The private key: its PEM body lines and its DER bytes in hex.
+    with open(key) as f:
+        pem = [ln for ln in f.read().splitlines() if ln and not ln.startswith("-----")]
+    der = subprocess.run(["openssl", "pkey", "-in", key, "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    needles = {"ticket key (raw)": ticket, "ticket key (hex)": ticket.hex().encode(),
+               "ticket key (HEX)": ticket.hex().upper().encode(),
+               "ticket key (base64)": base64.b64encode(ticket)[:40],
+               "private key (DER hex)": der[-40:].hex().encode()}
+    for i, ln in enumerate(pem):
+        if len(ln) >= 32:
+            needles["private key PEM line %d" % i] = ln.encode()
+    for what, n in needles.items():
+        check(n not in out, "%s appears in kite-serve's output" % what)
+    check(not os.path.exists(keylog), "SSLKEYLOGFILE was written: session secrets on disk")
+
+
 def lifecycle_metrics(t):
     srv = Server(t, "metrics", ["--metrics-listen", "127.0.0.1:0"])
     get(srv, "/f%d.bin" % ((1 << 20) + 123))
@@ -1183,7 +1235,7 @@ def lifecycle_threads(t):
 
 def group_lifecycle(t):
     for step in (lifecycle_flags, lifecycle_drain, lifecycle_bounded, lifecycle_linger,
-                 lifecycle_ktls_modes,
+                 lifecycle_secrets, lifecycle_ktls_modes,
                  lifecycle_metrics, lifecycle_threads):
         t.step(step.__name__, step, t)
 
