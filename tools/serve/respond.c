@@ -233,7 +233,12 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 	}
 
 	fd = open_beneath(rp->root_fd, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+	if (fd >= 0 && fstat(fd, &st)) {
+		r = -errno;
+		close(fd);
+		fd = r;
+	}
+	if (fd >= 0 && S_ISDIR(st.st_mode)) {
 		size_t tl = req->target.n;
 		const char *q = memchr(req->target.p, '?', tl);
 
@@ -251,8 +256,13 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 			int dfd = fd;
 
 			fd = openat(dfd, "index.html", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0)
+			if (fd < 0) {
 				fd = errno == ENOENT ? -EACCES : -errno; /* no listings */
+			} else if (fstat(fd, &st)) {
+				r = -errno;
+				close(fd);
+				fd = r;
+			}
 			close(dfd);
 			snprintf(res->path + strlen(res->path), sizeof(res->path) - strlen(res->path),
 				 "%sindex.html", res->path[0] ? "/" : "");
@@ -264,7 +274,7 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 				   fd == -ENAMETOOLONG ? 403 : 500, head, now, NULL);
 		return;
 	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st.st_mode)) { /* st: of the file fd holds (index.html for a directory) */
 		close(fd);
 		error_response(rp, res, 403, head, now, NULL);
 		return;
