@@ -111,11 +111,6 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->buf = malloc(KITE_MAX_RECORD);
-	if (!c->buf) {
-		free(c);
-		return -ENOMEM;
-	}
 	c->ctx = ctx;
 	c->fd = fd;
 	c->version = c->cipher = -1;

@@ -103,6 +103,7 @@ struct kite_stream {
 	bool fin_sent;        /* shutdown(SHUT_WR) done */
 	bool rx_eof;          /* peer finished sending */
 	bool rx_paused;       /* backpressure: not reading */
+	bool rx_hold;         /* kite_stream_pause_rx(): the user stopped reading */
 	bool rst;             /* close with a reset (abort) */
 	bool drain_due;       /* on_drain when the queue empties */
 	bool stage_mode;      /* GnuTLS push appends to the stage (userspace TX after the handshake) */
@@ -111,6 +112,7 @@ struct kite_stream {
 
 	struct eng_item *qhead, **qtail;
 	size_t queued;
+	uint64_t sent;        /* queued bytes handed to the kernel (kite_stream_sent) */
 
 	uint64_t t_start;     /* ms: accept/adopt, later the LINGER start */
 	uint64_t t_active;    /* ms: last byte received or sent */

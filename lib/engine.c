@@ -882,6 +882,19 @@ size_t kite_stream_queued(const struct kite_stream *s)
 	return s ? s->queued : 0;
 }
 
+uint64_t kite_stream_sent(const struct kite_stream *s)
+{
+	return s ? s->sent : 0;
+}
+
+void kite_stream_pause_rx(struct kite_stream *s, bool pause)
+{
+	if (!s || s->rx_hold == pause)
+		return;
+	s->rx_hold = pause;
+	eng_kick(s); /* resuming: progress() arms a receive again */
+}
+
 void eng_item_pop(struct kite_stream *s)
 {
 	struct eng_item *it = s->qhead;
@@ -914,6 +927,7 @@ void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int p
 	if (n > it->len)
 		n = it->len; /* never happens; keeps the counters sane */
 	it->len -= n;
+	s->sent += n;
 	e->st.path[path].bytes += n;
 	it->paths |= 1u << path;
 	s->t_active = eng_now_ms();
@@ -935,7 +949,7 @@ bool eng_rx_wanted(struct kite_stream *s)
 		return false;
 	if (s->state == ST_LINGER)
 		return true;
-	if (s->state != ST_OPEN)
+	if (s->state != ST_OPEN || s->rx_hold)
 		return false;
 	/* Backpressure: a peer that sends requests faster than it reads the
 	 * answers stops being read; TCP then slows it down. */
@@ -1073,8 +1087,10 @@ static uint8_t *stage_room(struct kite_stream *s, size_t need)
 			cap = cap * 2 < limit ? cap * 2 : limit;
 		if (cap > s->stage_cap) {
 			p = realloc(s->stage_mem, cap);
-			if (!p)
+			if (!p) {
+				errno = ENOMEM; /* not "full": no flush makes room */
 				return NULL;
+			}
 			s->stage_mem = p;
 			s->stage_cap = (uint32_t)cap;
 		}
@@ -1104,9 +1120,13 @@ static ssize_t eng_push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 		 * with one SEND. */
 		for (int i = 0; i < n; i++)
 			total += iov[i].iov_len;
+		errno = 0;
 		dst = stage_room(s, total);
 		if (!dst) {
-			tls_errno(c, EAGAIN);
+			/* Full: EAGAIN until a flush. Out of memory: an error,
+			 * or the epoll rung would wait for a POLLOUT edge that
+			 * no flush will bring. */
+			tls_errno(c, errno == ENOMEM ? ENOMEM : EAGAIN);
 			return -1;
 		}
 		for (int i = 0; i < n; i++) {
@@ -1130,6 +1150,19 @@ static ssize_t eng_push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 	return r;
 }
 
+/* The peer ended TCP. Without close_notify GnuTLS would invalidate the
+ * whole session, sending included; once the user has chosen to close (it
+ * reads nothing more) the end is noted here and GnuTLS only hears "not
+ * yet", so the records still queued go out. */
+static ssize_t pull_eof(struct kite_stream *s)
+{
+	if (!s->close_req || !s->conn->handshake_done)
+		return 0;
+	s->rx_eof = true;
+	tls_errno(s->conn, EAGAIN);
+	return -1;
+}
+
 static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
 	struct kite_stream *s = p;
@@ -1149,7 +1182,7 @@ static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 
 		if (!have) {
 			if (s->rx_fin)
-				return 0;
+				return pull_eof(s);
 			tls_errno(c, EAGAIN);
 			return -1;
 		}
@@ -1170,7 +1203,7 @@ static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	} while (r < 0 && errno == EINTR);
 	if (r < 0)
 		tls_errno(c, errno == EWOULDBLOCK ? EAGAIN : errno);
-	return r;
+	return r ? r : pull_eof(s);
 }
 
 static int eng_pull_timeout(gnutls_transport_ptr_t p, unsigned ms)

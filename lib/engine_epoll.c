@@ -108,10 +108,20 @@ static void ep_quiesce(struct kite_engine *e)
 
 static void rx_error(struct kite_stream *s, int err)
 {
-	if (s->state == ST_LINGER)
+	if (s->state == ST_LINGER) {
 		eng_finish(s);
-	else
+	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
+		/* kTLS RX read the peer's FIN (no close_notify) after the user
+		 * chose to close: it reads nothing more anyway, so the queue
+		 * still goes out. (Userspace RX: see pull_eof() in engine.c.)
+		 * kite_recv() marked the whole connection dead; only RX is,
+		 * and the stream never reads again. */
+		s->conn->dead = 0;
+		s->rx_eof = true;
+		eng_kick(s);
+	} else {
 		eng_fail(s, err);
+	}
 }
 
 static void blocked(struct kite_stream *s)
@@ -448,12 +458,27 @@ static void ep_accept(struct kite_engine *e, struct eng_listener *l)
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		eng_sys(e, -1);
-		if (fd < 0) {
-			/* EAGAIN: drained. EMFILE and friends: the listener stays
-			 * readable and is tried again on the next wait. */
-			return;
+		if (fd >= 0) {
+			(void)eng_accepted(e, fd);
+			continue;
 		}
-		(void)eng_accepted(e, fd);
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return; /* drained */
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue; /* that connection is gone; the next may be fine */
+		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
+		 * and the (level-triggered) listener readable, so waiting for
+		 * it again would spin. Stop watching it for 100 ms. */
+		e->st.accept_errors++;
+		e->st.accept_error = -errno;
+		{
+			struct epoll_event ev = {.events = 0, .data.u64 = (uintptr_t)l | TAG_LISTENER};
+
+			if (!epoll_ctl(e->epfd, EPOLL_CTL_MOD, l->fd, &ev))
+				l->retry_at = eng_now_ms() + 100;
+			eng_sys(e, -1);
+		}
+		return;
 	}
 }
 
@@ -495,6 +520,22 @@ static int ep_wait(struct kite_engine *e, int timeout_ms)
 	/* Timers need a look every tick while streams exist. */
 	if (e->streams && (timeout_ms < 0 || timeout_ms > ENG_EPOLL_TICK_MS))
 		timeout_ms = ENG_EPOLL_TICK_MS;
+	/* Listeners resting after an accept error (ep_accept). */
+	for (unsigned i = 0; i < e->nlisteners; i++) {
+		struct eng_listener *l = &e->listeners[i];
+		struct epoll_event lev = {.events = EPOLLIN, .data.u64 = (uintptr_t)l | TAG_LISTENER};
+
+		if (!l->retry_at || l->fd < 0)
+			continue;
+		if (l->retry_at > now) {
+			if (timeout_ms < 0 || (uint64_t)timeout_ms > l->retry_at - now)
+				timeout_ms = (int)(l->retry_at - now);
+			continue;
+		}
+		l->retry_at = 0;
+		(void)epoll_ctl(e->epfd, EPOLL_CTL_MOD, l->fd, &lev);
+		eng_sys(e, -1);
+	}
 	e->st.enters++;
 	eng_sys(e, -1);
 	n = epoll_wait(e->epfd, ev, 256, timeout_ms);

@@ -194,6 +194,8 @@ static void on_accept(struct kite_engine *e, struct eng_listener *l, int res, bo
 		/* EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: try again a bit
 		 * later rather than spin. */
 		l->retry_at = eng_now_ms() + 100;
+		e->st.accept_errors++;
+		e->st.accept_error = res;
 		return;
 	}
 }
@@ -400,10 +402,17 @@ static void idle_arm(struct kite_stream *s)
 
 static void rx_error(struct kite_stream *s, int err)
 {
-	if (s->state == ST_LINGER)
+	if (s->state == ST_LINGER) {
 		eng_finish(s); /* we are done anyway */
-	else
+	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
+		/* kTLS RX read the peer's FIN (no close_notify) after the user
+		 * chose to close: it reads nothing more anyway, so the queue
+		 * still goes out. (Userspace RX: see pull_eof() in engine.c.) */
+		s->rx_eof = true;
+		eng_kick(s);
+	} else {
 		eng_fail(s, err);
+	}
 }
 
 /* Userspace RX: let GnuTLS decrypt what the ring received into rxbuf. */
@@ -480,6 +489,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 			eng_finish(s);
 			return;
 		}
+		c->peer_eof = true;
 		rx_error(s, kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify"));
 		return;
 	} else if (type == KITE_CT_APPLICATION_DATA) {
@@ -488,6 +498,10 @@ static void ktls_rx(struct kite_stream *s, int n)
 	} else {
 		if ((size_t)n > KITE_MAX_RECORD) {
 			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
+			return;
+		}
+		if (!kite_conn_buf(c)) {
+			rx_error(s, kite_conn_fail(c, -ENOMEM, "no memory for a control record"));
 			return;
 		}
 		memcpy(c->buf, s->rxbuf, (size_t)n);
@@ -536,7 +550,12 @@ static void rx_done(struct kite_stream *s)
 		return;
 	}
 	if (res < 0) {
-		if (s->conn)
+		/* kTLS RX: the peer's record was bad, as io_ktls.c says it. */
+		if (s->krx && (res == -EBADMSG || res == -EMSGSIZE))
+			res = kite_conn_fail(s->conn, -EPROTO, "record %s",
+					     res == -EBADMSG ? "failed authentication (EBADMSG)"
+							     : "too large (EMSGSIZE)");
+		else if (s->conn)
 			kite_conn_fail(s->conn, res, "receive: %s", kite_strerror(res));
 		rx_error(s, res);
 		return;
@@ -1038,6 +1057,9 @@ static void tx_done(struct kite_stream *s)
 			break;
 		}
 		if (in < 0) {
+			/* The pipe should be empty, but nothing says so
+			 * for sure: never hand it to another stream. */
+			s->pipe_dirty = true;
 			err = err ? err : in;
 			break;
 		}

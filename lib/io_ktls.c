@@ -153,8 +153,10 @@ static ssize_t recv_record(struct kite_conn *c, void *buf, size_t len, uint8_t *
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
 		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
 			memcpy(type, CMSG_DATA(cm), 1);
-	if (n == 0 && *type == KITE_CT_APPLICATION_DATA)
+	if (n == 0 && *type == KITE_CT_APPLICATION_DATA) {
+		c->peer_eof = true; /* a FIN, not a reset */
 		return kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify");
+	}
 	return n;
 }
 
@@ -275,6 +277,8 @@ static ssize_t ktls_recv(struct kite_conn *c, void *buf, size_t len)
 		/* A control record: gather it whole in c->buf. The kernel hands
 		 * out the rest of a partly read record before the next one. */
 		have = (size_t)n < KITE_MAX_RECORD ? (size_t)n : KITE_MAX_RECORD;
+		if (!kite_conn_buf(c))
+			return finish(c, kite_conn_fail(c, -ENOMEM, "no memory for a control record"));
 		memcpy(c->buf, buf, have);
 		while ((miss = ctrl_missing(type, c->buf, have)) > 0) {
 			if (have + miss > KITE_MAX_RECORD)

@@ -56,6 +56,10 @@ static ssize_t user_sendfile(struct kite_conn *c, int fd, off_t *off, size_t len
 		if (!c->tx_pending) {
 			size_t want = len - done < KITE_MAX_RECORD ? len - done : KITE_MAX_RECORD;
 
+			if (!kite_conn_buf(c))
+				return done ? (ssize_t)done
+					    : kite_conn_fail(c, -ENOMEM, "no memory for a file buffer");
+
 			do
 				n = kite_sys->pread(fd, c->buf, want, *off);
 			while (n < 0 && errno == EINTR);

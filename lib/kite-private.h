@@ -7,6 +7,7 @@
 #include <linux/tls.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 #include "kite.h"
@@ -168,7 +169,7 @@ struct kite_conn {
 	int fd;
 	short poll_events;
 	int io_errno;          /* errno of the last failed push/pull */
-	bool peer_eof;         /* the userspace transport read TCP EOF */
+	bool peer_eof;         /* the transport (or kTLS RX) read TCP EOF */
 	bool handshake_done;
 	bool tx_closed;        /* close_notify sent (or connection finished) */
 	bool rx_eof;           /* close_notify received */
@@ -201,11 +202,21 @@ struct kite_conn {
 	/* Userspace TX: bytes handed to gnutls_record_send that returned
 	 * EAGAIN (GnuTLS holds the record). */
 	size_t tx_pending;
-	uint8_t *buf;          /* KITE_MAX_RECORD bytes for pread/control records */
+	uint8_t *buf;          /* KITE_MAX_RECORD bytes for pread/control records: kite_conn_buf() */
 
 	char detail[256];
 	char msg[384];
 };
+
+/* conn->buf, allocated at its first use (most connections never need it:
+ * it is for pread() fallbacks and control records); NULL: out of memory. */
+static inline uint8_t *kite_conn_buf(struct kite_conn *c)
+{
+	if (!c->buf)
+		c->buf = malloc(KITE_MAX_RECORD);
+	return c->buf;
+}
+
 
 /* Record a detail message for the next kite_conn_strerror(). Returns err. */
 int kite_conn_fail(struct kite_conn *c, int err, const char *fmt, ...)

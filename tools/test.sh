@@ -5,6 +5,8 @@
 #             tests inside User-Mode Linux, where kTLS must engage), interop
 #             (gnutls-cli, openssl, curl...), bench (kite-bench --quick)
 #   asan      ./build-asan with AddressSanitizer + UBSan: unit, host, interop
+#   ubsan-uml ./build-ubsan with UBSan (ASan's shadow memory does not fit in
+#             User-Mode Linux): the kernel suite, inside UML with kTLS
 #   valgrind  ./build under valgrind (leaks, invalid accesses): unit, host
 #   fuzz      ./build-fuzz with clang + libFuzzer: each target for
 #             KITE_FUZZ_SECONDS (default 60)
@@ -16,7 +18,7 @@ set -eu
 cd "$(dirname "$0")/.."
 tools/deps.sh
 
-stages=${*:-main asan valgrind fuzz}
+stages=${*:-main asan ubsan-uml valgrind fuzz}
 jobs=$(nproc 2>/dev/null || echo 2)
 
 setup() { # setup DIR MESON-ARGS...: configure once, reconfigure after
@@ -53,6 +55,14 @@ for stage in $stages; do
 			--suite unit --suite host --suite interop
 		keep_log build-asan
 		;;
+	ubsan-uml)
+		# -fno-sanitize-recover: any undefined behaviour aborts the test
+		# (UML passes only a fixed list of variables: no UBSAN_OPTIONS).
+		setup build-ubsan -Dwerror=true -Db_sanitize=undefined -Db_lundef=false \
+			-Dbench=disabled -Dc_args=-fno-sanitize-recover=undefined
+		meson test -C build-ubsan --print-errorlogs --num-processes "$jobs" --suite kernel
+		keep_log build-ubsan
+		;;
 	valgrind)
 		setup build -Dwerror=true
 		# Smaller transfers: valgrind runs about 50 times slower.
@@ -77,7 +87,7 @@ for stage in $stages; do
 		keep_log build-fuzz
 		;;
 	*)
-		echo "tools/test.sh: unknown stage '$stage' (main, asan, valgrind, fuzz)" >&2
+		echo "tools/test.sh: unknown stage '$stage' (main, asan, ubsan-uml, valgrind, fuzz)" >&2
 		exit 2
 		;;
 	esac

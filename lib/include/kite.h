@@ -294,7 +294,8 @@ struct kite_engine_config {
 	/* Plaintext received; buf is valid during the call. len == 0 (buf
 	 * NULL): the peer finished sending (close_notify, or FIN in
 	 * plaintext); the stream can still send. A TLS peer that closes TCP
-	 * without close_notify (truncation) ends the stream: -ECONNRESET. */
+	 * without close_notify (truncation) ends the stream: -ECONNRESET;
+	 * after kite_stream_close() the queue still goes out first. */
 	void (*on_data)(struct kite_stream *s, const void *buf, size_t len);
 	void (*on_drain)(struct kite_stream *s); /* send queue became empty */
 	void (*on_close)(struct kite_stream *s, int err);
@@ -448,6 +449,9 @@ struct kite_engine_stats {
 	uint64_t rx_paused;       /* times a stream stopped reading (backpressure) */
 	uint64_t streams;         /* live streams now */
 	uint64_t peak_queued;     /* largest per-stream queue seen, bytes */
+	uint64_t accept_errors;   /* accept failures (EMFILE, ENFILE, ENOBUFS, ...),
+				   * retried after ~100 ms */
+	int accept_error;         /* the last of them, -errno; 0: none */
 };
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
 
@@ -490,6 +494,18 @@ void kite_stream_set_user(struct kite_stream *s, void *user);
 void *kite_stream_user(const struct kite_stream *s);
 /* Bytes (and item charges) queued and not yet handed to the kernel. */
 size_t kite_stream_queued(const struct kite_stream *s);
+
+/* Bytes of what was queued (kite_stream_send() bytes, file ranges) that
+ * are in the kernel by now, since the stream began; what a reset drops
+ * from the socket buffers is counted too. */
+uint64_t kite_stream_sent(const struct kite_stream *s);
+
+/* Stop (pause true) or resume reading from the peer, e.g. while answers
+ * to what it sent are still queued: TCP then slows the peer down. A
+ * receive already under way still delivers (at most 16 KiB + 256 bytes);
+ * after that on_data waits for the resume. Meant for while something is
+ * queued: the stalled-send timeout then bounds the pause. */
+void kite_stream_pause_rx(struct kite_stream *s, bool pause);
 
 /* ==== end of engine ===================================================== */
 

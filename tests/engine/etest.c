@@ -967,6 +967,10 @@ unsigned et_run_clients(struct et_client *cl, unsigned n, struct kite_ctx *ctx, 
 	}
 	for (unsigned i = 0; i < n; i++)
 		if (!cl[i].done) {
+			/* Say where each unfinished client stood. */
+			fprintf(stderr, "client %u not done after %u ms: mode %d, state %d, request %u of "
+				"%u, %llu body bytes verified, err %d\n", i, timeout_ms, (int)cl[i].mode,
+				cl[i].st, cl[i].cur, cl[i].nreq, (unsigned long long)cl[i].bytes, cl[i].err);
 			if (cl[i].c)
 				kite_conn_destroy(cl[i].c);
 			cl[i].c = NULL;

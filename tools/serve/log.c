@@ -137,9 +137,22 @@ void alog_write(struct access_log *l, const char *line, size_t n)
 		w = write(l->fd, line, n);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
-			return; /* a full disk must not stop the server */
+		if (w <= 0) {
+			/* A full disk must not stop the server, nor flood
+			 * stderr: say it when it starts and when it ends. */
+			int err = w < 0 ? errno : ENOSPC;
+
+			atomic_fetch_add(&l->lost, 1);
+			if (!atomic_exchange(&l->failing, true))
+				fprintf(stderr, "kite-serve: access log %s: write failed: %s; lines are "
+					"dropped until a write succeeds (not reported again)\n",
+					!strcmp(l->path, "-") ? "stdout" : l->path, strerror(err));
+			return;
+		}
 		line += w;
 		n -= (size_t)w;
 	}
+	if (atomic_load(&l->failing) && atomic_exchange(&l->failing, false))
+		fprintf(stderr, "kite-serve: access log %s: writing again (%lu line(s) lost)\n",
+			!strcmp(l->path, "-") ? "stdout" : l->path, atomic_exchange(&l->lost, 0));
 }

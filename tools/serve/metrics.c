@@ -158,7 +158,7 @@ static void sum(struct server *srv, struct serve_stats *t)
 		ADD(eng.accepted); ADD(eng.rejected); ADD(eng.opened); ADD(eng.closed_ok);
 		ADD(eng.closed_err); ADD(eng.timeouts); ADD(eng.recv_bytes);
 		ADD(eng.pipe_exhausted); ADD(eng.buffer_waits); ADD(eng.rx_paused);
-		ADD(eng.streams);
+		ADD(eng.streams); ADD(eng.accept_errors);
 		ADD(handshakes); ADD(resumptions); ADD(rejected_global); ADD(rejected_ip);
 		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
 #undef ADD
@@ -239,6 +239,9 @@ char *metrics_render(struct server *srv, size_t *len)
 		 "kite_connections_rejected_total{reason=\"engine_limit\"} %llu\n",
 	     (unsigned long long)t->rejected_global, (unsigned long long)t->rejected_ip,
 	     (unsigned long long)t->rejected_shutdown, (unsigned long long)t->eng.rejected);
+	head(&o, "kite_accept_errors_total", "counter",
+	     "accept() failures (descriptors or memory exhausted), retried after ~100 ms.");
+	emit(&o, "kite_accept_errors_total %llu\n", (unsigned long long)t->eng.accept_errors);
 	head(&o, "kite_connections_closed_total", "counter", "Connections ended, by how.");
 	for (int k = 0; k < CK_COUNT; k++)
 		emit(&o, "kite_connections_closed_total{kind=\"%s\"} %llu\n", kind_names[k],

@@ -269,9 +269,14 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 		}
 	}
 	if (fd < 0) {
+		/* Out of descriptors or memory: the server is overloaded for
+		 * now, the file is fine (503, try again shortly). */
+		bool busy = fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM;
+
 		error_response(rp, res, fd == -ENOENT || fd == -ENOTDIR ? 404 :
 				   fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP ||
-				   fd == -ENAMETOOLONG ? 403 : 500, head, now, NULL);
+				   fd == -ENAMETOOLONG ? 403 : busy ? 503 : 500, head, now,
+			       busy ? "Retry-After: 1\r\n" : NULL);
 		return;
 	}
 	if (!S_ISREG(st.st_mode)) { /* st: of the file fd holds (index.html for a directory) */

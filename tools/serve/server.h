@@ -71,6 +71,8 @@ void ip_key(const struct sockaddr_storage *ss, uint8_t a[16], char *text, size_t
 struct access_log {
 	int fd;              /* -1: off */
 	const char *path;    /* "-": stdout */
+	atomic_bool failing; /* the last write failed (reported once) */
+	atomic_ulong lost;   /* lines lost since it began failing */
 };
 
 int alog_open(struct access_log *l, const char *path);
@@ -136,6 +138,10 @@ struct worker {
 	struct sess_config scfg;
 	bool drain_seen;
 	bool metrics;              /* the plain-HTTP metrics listener */
+	/* stderr reports, at most one per interval (this thread only) */
+	uint64_t accept_errors_seen, accept_report_at;
+	uint64_t close_report_at, close_unreported;
+	size_t trim_peak;          /* most connections since the last malloc_trim (capped) */
 
 	struct serve_stats cur;    /* this thread only */
 	pthread_mutex_t mu;        /* guards pub */

@@ -125,6 +125,13 @@ static void process(struct session *s, uint64_t now)
 	}
 	if (s->closing)
 		return;
+	/* Backpressure: with the pipeline full, more requests would only pile
+	 * up in s->in (and end the connection at in_max): stop reading until
+	 * the answers have drained. */
+	if (s->tp->pause && s->paused != (s->queued >= s->cfg->pipeline_max && s->in_len)) {
+		s->paused = !s->paused;
+		s->tp->pause(s->t, s->paused);
+	}
 	/* An idle keep-alive connection keeps at most a small buffer. */
 	if (!s->in_len && s->in_cap > 4096) {
 		free(s->in);

@@ -40,6 +40,8 @@ struct sess_transport {
 	/* End now with a reset. */
 	void (*abort)(void *t, int err);
 	void (*answered)(void *t, const struct sess_answer *a);
+	/* Stop (true) or resume reading from the client; may be NULL. */
+	void (*pause)(void *t, bool on);
 };
 
 struct sess_config {
@@ -61,6 +63,7 @@ struct session {
 	bool peer_done;        /* the client finished sending */
 	bool draining;         /* server shutting down: answer with close, then end */
 	bool busy;             /* inside sess_data: re-entry guard */
+	bool paused;           /* reading stopped until the pipeline drains */
 };
 
 void sess_init(struct session *s, const struct sess_config *cfg, const struct sess_transport *tp,

@@ -7,6 +7,7 @@
  * per-address table), the access log file and the context swap.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,18 @@
 #include <unistd.h>
 
 #include "server.h"
+
+/* An answer whose access log line waits until its bytes are in the
+ * kernel or the connection has ended: the line then says how much of the
+ * body went out (less than its length if the client reset first). */
+struct pending_log {
+	struct pending_log *next;
+	uint64_t body_at, end;      /* the body's bytes in the stream: [body_at, end) */
+	int status;
+	time_t when;
+	size_t line_len, ref_len, ua_len;
+	char text[];                /* request line, Referer, User-Agent */
+};
 
 struct conn {
 	struct session sess;
@@ -25,6 +38,9 @@ struct conn {
 	bool counted;               /* in srv->conns and the per-address table */
 	char ip[48];
 	char tls[160];              /* the access log's TLS fields */
+	uint64_t queued;            /* bytes handed to the stream so far */
+	uint64_t answered_end;      /* where the last answer's bytes end */
+	struct pending_log *plog, **plog_tail;
 };
 
 uint64_t mono_ms(void)
@@ -51,15 +67,21 @@ static int t_send(void *t, const void *buf, size_t len)
 	struct conn *c = t;
 	ssize_t r = kite_stream_send(c->s, buf, len);
 
-	return r < 0 ? (int)r : 0;
+	if (r < 0)
+		return (int)r;
+	c->queued += len;
+	return 0;
 }
 
 static int t_sendfile(void *t, int fd, uint64_t off, uint64_t len)
 {
 	struct conn *c = t;
-
 	/* The engine closes fd after the range, and on every error. */
-	return kite_stream_sendfile(c->s, fd, (off_t)off, (size_t)len, KITE_SENDFILE_CLOSE_FD);
+	int r = kite_stream_sendfile(c->s, fd, (off_t)off, (size_t)len, KITE_SENDFILE_CLOSE_FD);
+
+	if (!r)
+		c->queued += len;
+	return r;
 }
 
 static void t_close(void *t)
@@ -76,20 +98,84 @@ static void t_abort(void *t, int err)
 	kite_stream_abort(c->s, err);
 }
 
+static void log_line(struct conn *c, const struct sess_answer *a)
+{
+	struct alog_entry le = {.ip = c->ip, .a = a, .tls = c->tls};
+	char line[4096];
+	size_t n = alog_format(line, sizeof(line), &le);
+
+	alog_write(&c->w->srv->log, line, n);
+}
+
+/* Write the lines of answers whose bytes are all in the kernel; once the
+ * connection has ended, of all, with the body bytes that made it. */
+static void flush_log(struct conn *c, bool ended)
+{
+	uint64_t sent = kite_stream_sent(c->s);
+
+	while (c->plog && (ended || sent >= c->plog->end)) {
+		struct pending_log *p = c->plog;
+		struct http_request rq = {
+			.referer = {p->text + p->line_len, p->ref_len},
+			.user_agent = {p->text + p->line_len + p->ref_len, p->ua_len},
+		};
+		struct sess_answer a = {.req = &rq, .line = p->text, .line_len = p->line_len,
+					.status = p->status, .when = p->when};
+
+		if (sent > p->body_at)
+			a.body_bytes = (sent < p->end ? sent : p->end) - p->body_at;
+		log_line(c, &a);
+		c->plog = p->next;
+		free(p);
+	}
+	if (!c->plog)
+		c->plog_tail = &c->plog;
+}
+
 static void t_answered(void *t, const struct sess_answer *a)
 {
 	struct conn *c = t;
 	struct worker *w = c->w;
-	struct alog_entry le = {.ip = c->ip, .a = a, .tls = c->tls};
-	char line[4096];
-	size_t n;
+	const struct http_request *rq = a->req;
+	size_t rl = rq ? rq->referer.n : 0, ul = rq ? rq->user_agent.n : 0;
+	struct pending_log *p;
+	uint64_t start = c->answered_end;
 
 	w->cur.requests[status_slot(a->status)]++;
 	w->cur.body_bytes += a->body_bytes;
+	c->answered_end = c->queued;
 	if (w->srv->log.fd < 0)
 		return;
-	n = alog_format(line, sizeof(line), &le);
-	alog_write(&w->srv->log, line, n);
+	/* The request's strings live in the session's buffer only until the
+	 * next request: keep copies for the line. */
+	p = malloc(sizeof(*p) + a->line_len + rl + ul);
+	if (!p) {
+		log_line(c, a); /* as queued */
+		return;
+	}
+	p->next = NULL;
+	p->end = c->queued;
+	/* The body is the answer's last bytes (less if queueing failed). */
+	p->body_at = p->end - start >= a->body_bytes ? p->end - a->body_bytes : start;
+	p->status = a->status;
+	p->when = a->when;
+	p->line_len = a->line_len;
+	p->ref_len = rl;
+	p->ua_len = ul;
+	memcpy(p->text, a->line, a->line_len);
+	if (rl)
+		memcpy(p->text + a->line_len, rq->referer.p, rl);
+	if (ul)
+		memcpy(p->text + a->line_len + rl, rq->user_agent.p, ul);
+	*c->plog_tail = p;
+	c->plog_tail = &p->next;
+}
+
+static void t_pause(void *t, bool on)
+{
+	struct conn *c = t;
+
+	kite_stream_pause_rx(c->s, on);
 }
 
 static const struct sess_transport stream_transport = {
@@ -98,6 +184,7 @@ static const struct sess_transport stream_transport = {
 	.close = t_close,
 	.abort = t_abort,
 	.answered = t_answered,
+	.pause = t_pause,
 };
 
 /* ---- Engine callbacks ---------------------------------------------------- */
@@ -186,6 +273,7 @@ static void on_open(struct kite_stream *s)
 	}
 	c->w = w;
 	c->s = s;
+	c->plog_tail = &c->plog;
 	sess_init(&c->sess, &w->scfg, &stream_transport, c);
 	c->next = w->conns;
 	if (w->conns)
@@ -216,9 +304,54 @@ static void on_drain(struct kite_stream *s)
 
 	if (!c)
 		return;
+	flush_log(c, false);
 	sess_drained(&c->sess, mono_ms());
 	/* A response is in the kernel: /metrics should show it already. */
 	stats_publish(c->w);
+}
+
+/* A connection ended by a fault on our side (a file that shrank, a read
+ * error, no memory), not by its peer: worth a line on stderr, at most one
+ * a second per worker. Resets, timeouts and TLS errors are the peers'
+ * doing and only counted (/metrics). */
+static void report_close(struct worker *w, struct conn *c, int err)
+{
+	enum close_kind k = close_kind_of(err, true);
+	uint64_t now;
+
+	if (k != CK_FILE && k != CK_OTHER && err != -ENOMEM)
+		return;
+	now = mono_ms();
+	if (now < w->close_report_at) {
+		w->close_unreported++;
+		return;
+	}
+	fprintf(stderr, "kite-serve: connection from %s ended: %s", c->ip,
+		kite_conn_strerror(kite_stream_conn(c->s), err));
+	if (w->close_unreported)
+		fprintf(stderr, " (and %llu more not reported in the last second)",
+			(unsigned long long)w->close_unreported);
+	fputc('\n', stderr);
+	w->close_unreported = 0;
+	w->close_report_at = now + 1000;
+}
+
+/* The engine retries failed accepts itself (every ~100 ms): say why, at
+ * most every 10 s per worker. */
+static void report_accept(struct worker *w, uint64_t now)
+{
+	uint64_t n = w->cur.eng.accept_errors;
+	int err = w->cur.eng.accept_error;
+
+	if (n == w->accept_errors_seen || now < w->accept_report_at)
+		return;
+	fprintf(stderr, "kite-serve: worker %u: cannot accept connections: %s (%llu failed "
+		"attempts; retrying)%s\n", w->id, kite_strerror(err),
+		(unsigned long long)(n - w->accept_errors_seen),
+		err == -EMFILE ? "; raise the descriptor limit (ulimit -n) or lower --max-conns"
+		: err == -ENFILE ? "; the system's file table is full (fs.file-max)" : "");
+	w->accept_errors_seen = n;
+	w->accept_report_at = now + 10000;
 }
 
 static void on_close(struct kite_stream *s, int err)
@@ -227,6 +360,8 @@ static void on_close(struct kite_stream *s, int err)
 	struct conn *c = kite_stream_user(s);
 
 	w->cur.closed[close_kind_of(err, c != NULL)]++;
+	if (c && err)
+		report_close(w, c, err);
 	if (c) {
 		if (c->counted) {
 			atomic_fetch_sub(&w->srv->conns, 1);
@@ -239,6 +374,7 @@ static void on_close(struct kite_stream *s, int err)
 			w->conns = c->next;
 		if (c->next)
 			c->next->prev = c->prev;
+		flush_log(c, true);
 		sess_fini(&c->sess);
 		free(c);
 		kite_stream_set_user(s, NULL);
@@ -349,6 +485,24 @@ static int setup(struct worker *w)
 	return 0;
 }
 
+/* glibc keeps what a burst of connections freed (3000 connections leave
+ * ~140 MiB resident): once this worker has no connection left after one,
+ * give the free memory back. At most once per burst, outside the loop's
+ * hot path. */
+static void trim_after_burst(struct worker *w)
+{
+	size_t n = 0;
+
+	for (struct conn *c = w->conns; c && n < 64; c = c->next)
+		n++;
+	if (n > w->trim_peak)
+		w->trim_peak = n;
+	if (n == 0 && w->trim_peak >= 64) {
+		malloc_trim(0);
+		w->trim_peak = 0;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -375,6 +529,8 @@ static void *worker_main(void *arg)
 		for (struct conn *c = w->conns; c; c = c->next)
 			sess_tick(&c->sess, now);
 		stats_publish(w);
+		report_accept(w, now);
+		trim_after_burst(w);
 		if (atomic_load(&srv->force))
 			break;
 		if (w->drain_seen && !kite_engine_stats(w->e, &st) && !st.streams)
