@@ -141,7 +141,7 @@ struct worker {
 	/* stderr reports, at most one per interval (this thread only) */
 	uint64_t accept_errors_seen, accept_report_at;
 	uint64_t close_report_at, close_unreported;
-	size_t trim_peak;          /* most connections since the last malloc_trim (capped) */
+	size_t trim_peak;          /* most streams since the last malloc_trim */
 
 	struct serve_stats cur;    /* this thread only */
 	pthread_mutex_t mu;        /* guards pub */

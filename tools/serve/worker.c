@@ -491,10 +491,13 @@ static int setup(struct worker *w)
  * hot path. */
 static void trim_after_burst(struct worker *w)
 {
-	size_t n = 0;
+	struct kite_engine_stats st;
+	size_t n;
 
-	for (struct conn *c = w->conns; c && n < 64; c = c->next)
-		n++;
+	/* Streams, not sessions: handshakes that never finish count too. */
+	if (kite_engine_stats(w->e, &st))
+		return;
+	n = (size_t)st.streams;
 	if (n > w->trim_peak)
 		w->trim_peak = n;
 	if (n == 0 && w->trim_peak >= 64) {
