@@ -1268,6 +1268,19 @@ class Test:
             self.failures.append(name)
         sys.stdout.flush()
 
+    def run(self, steps):
+        """Run steps (name, fn, *args), clean up, report; the exit status."""
+        try:
+            for name, fn, *a in steps:
+                self.step(name, fn, *a)
+        finally:
+            self.cleanup()
+        if self.failures:
+            print("FAILED: %s" % ", ".join(self.failures))
+            return 1
+        print("all passed")
+        return 0
+
     def cleanup(self):
         for s in self.servers:
             s.kill()
@@ -1295,16 +1308,7 @@ def main():
     print("kite-serve tests: %s%s%s" % (" ".join(args.groups),
                                         " engine=" + args.engine if args.engine else "",
                                         " (kTLS required)" if REQUIRE_KTLS else ""))
-    try:
-        for g in args.groups:
-            t.step("group " + g, GROUPS[g], t)
-    finally:
-        t.cleanup()
-    if t.failures:
-        print("FAILED: %s" % ", ".join(t.failures))
-        return 1
-    print("all passed")
-    return 0
+    return t.run([("group " + g, GROUPS[g], t) for g in args.groups])
 
 
 if __name__ == "__main__":

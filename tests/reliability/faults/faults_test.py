@@ -866,18 +866,12 @@ def main():
     groups = [g for g in ORDER if not args.groups or g in args.groups]
     print("kite-serve fault tests: %s; engines %s; kernel TLS %s" %
           (" ".join(groups), ",".join(engines), "offloaded" if KTLS else "not offloaded (host)"))
-    try:
-        for e in engines:
-            t.engine = e
-            for g in groups:
-                t.step("[%s] %s" % (e, g), GROUPS[g], t)
-    finally:
-        t.cleanup()
-    if t.failures:
-        print("FAILED: %s" % ", ".join(t.failures))
-        return 1
-    print("all passed")
-    return 0
+    def on(engine, group):
+        def run(t):
+            t.engine = engine
+            GROUPS[group](t)
+        return run
+    return t.run([("[%s] %s" % (e, g), on(e, g), t) for e in engines for g in groups])
 
 
 if __name__ == "__main__":

@@ -813,17 +813,7 @@ def main():
     print("hostile peers: %s%s%s" % (" ".join(args.cases),
                                       " engine=" + args.engine if args.engine else "",
                                       " (kTLS required)" if REQUIRE_KTLS else ""))
-    t0 = time.monotonic()
-    try:
-        t.step("hostile", run, t, args.cases)
-    finally:
-        t.cleanup()
-    print("%.1fs" % (time.monotonic() - t0))
-    if t.failures:
-        print("FAILED: %s" % ", ".join(t.failures))
-        return 1
-    print("all passed")
-    return 0
+    return t.run([("hostile", run, t, args.cases)])
 
 
 if __name__ == "__main__":

@@ -583,16 +583,7 @@ def main():
     print("kite-serve soak: %s%s%s" % (" ".join(args.groups),
                                        " engine=" + args.engine if args.engine else "",
                                        " (kTLS required)" if REQUIRE_KTLS else ""))
-    try:
-        for g in groups:
-            t.step("group " + g, GROUPS[g], t)
-    finally:
-        t.cleanup()
-    if t.failures:
-        print("FAILED: %s" % ", ".join(t.failures))
-        return 1
-    print("all passed")
-    return 0
+    return t.run([("group " + g, GROUPS[g], t) for g in groups])
 
 
 if __name__ == "__main__":
