@@ -239,6 +239,9 @@ KITE_HIDDEN uint64_t eng_now_ms(void);
 KITE_HIDDEN void eng_kick(struct kite_stream *s);
 /* Abort: first error wins; the backend cancels and closes with a reset. */
 KITE_HIDDEN void eng_fail(struct kite_stream *s, int err);
+/* Every stream's state on stderr (tests that time out). */
+void eng_debug_dump(const struct kite_engine *e);
+
 /* Graceful end reached (linger over): close without reset. */
 KITE_HIDDEN void eng_finish(struct kite_stream *s);
 /* The backend has closed fd and the kernel holds nothing of s. */

@@ -290,6 +290,27 @@ int kite_engine_describe(const struct kite_engine *e, struct kite_engine_info *i
 	return 0;
 }
 
+/* Tests only (not exported): every stream's state on stderr, for a test
+ * that timed out. Reads another thread's engine without locks: a snapshot
+ * for a human, not for logic. */
+void eng_debug_dump(const struct kite_engine *e)
+{
+	for (const struct kite_stream *s = e->streams; s; s = s->next) {
+		const struct eng_item *it = s->qhead;
+
+		fprintf(stderr, "stream fd %d: state %d close_req %d ktx %d krx %d rx_eof %d "
+			"rx_paused %d rx_hold %d waiting %d | tx kind %u pend %u n %u done %#x | "
+			"rx pend %u n %u | misc pend %u | pipe %d fill %u dirty %d buf %d "
+			"need_pollout %d queued %zu sent %llu head %s left %llu len %llu\n",
+			s->fd, (int)s->state, s->close_req, s->ktx, s->krx, s->rx_eof, s->rx_paused,
+			s->rx_hold, s->waiting, s->tx_kind, s->tx.pend, s->tx.n, s->tx.done,
+			s->rx.pend, s->rx.n, s->misc.pend, s->pipe, s->pipe_fill, s->pipe_dirty,
+			s->buf, s->need_pollout, s->queued, (unsigned long long)s->sent,
+			!it ? "-" : it->kind == ITEM_BUF ? "buf" : "file",
+			it ? (unsigned long long)it->left : 0ull, it ? (unsigned long long)it->len : 0ull);
+	}
+}
+
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st)
 {
 	if (!e || !st)

@@ -466,6 +466,16 @@ static void ep_accept(struct kite_engine *e, struct eng_listener *l)
 			return; /* drained */
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue; /* that connection is gone; the next may be fine */
+		if (errno == EINVAL || errno == EBADF || errno == ENOTSOCK || errno == EOPNOTSUPP) {
+			/* Not a listener any more (the user shut it down to stop
+			 * accepting): it stays readable (EPOLLHUP, which no event
+			 * mask hides), so stop watching it for good. */
+			(void)epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+			eng_sys(e, -1);
+			l->fd = -1;
+			l->retry_at = 0;
+			return;
+		}
 		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
 		 * and the (level-triggered) listener readable, so waiting for
 		 * it again would spin. Stop watching it for 100 ms. */

@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -968,9 +969,16 @@ unsigned et_run_clients(struct et_client *cl, unsigned n, struct kite_ctx *ctx, 
 	for (unsigned i = 0; i < n; i++)
 		if (!cl[i].done) {
 			/* Say where each unfinished client stood. */
+			int unread = -1;
+			struct pollfd pf = {.fd = cl[i].fd, .events = POLLIN};
+
+			(void)ioctl(cl[i].fd, FIONREAD, &unread);
+			(void)poll(&pf, 1, 0);
 			fprintf(stderr, "client %u not done after %u ms: mode %d, state %d, request %u of "
-				"%u, %llu body bytes verified, err %d\n", i, timeout_ms, (int)cl[i].mode,
-				cl[i].st, cl[i].cur, cl[i].nreq, (unsigned long long)cl[i].bytes, cl[i].err);
+				"%u, %llu body bytes verified, err %d, kTLS RX %d, FIONREAD %d, "
+				"revents %#x\n", i, timeout_ms, (int)cl[i].mode, cl[i].st, cl[i].cur,
+				cl[i].nreq, (unsigned long long)cl[i].bytes, cl[i].err, cl[i].ktls_rx,
+				unread, pf.revents);
 			if (cl[i].c)
 				kite_conn_destroy(cl[i].c);
 			cl[i].c = NULL;

@@ -32,6 +32,9 @@
 
 #include "etest.h"
 
+/* lib/engine.c, internal: every stream's state, when a round times out. */
+void eng_debug_dump(const struct kite_engine *e);
+
 static struct kite_ctx *sctx, *cctx;
 static bool plain;
 static struct t_creds cr;
@@ -158,7 +161,16 @@ static void case_reset(void)
 				cl[i].reset_after = 100000 + i * 7919;
 			}
 		}
-		t_assert(et_run_clients(cl, 20, plain ? NULL : cctx, srv.port, f, 120000) == 0, "timeout");
+		if (et_run_clients(cl, 20, plain ? NULL : cctx, srv.port, f, 120000)) {
+			struct kite_engine_stats es;
+
+			if (!kite_engine_stats(srv.e, &es))
+				fprintf(stderr, "server: accepted %llu, closed ok %llu, error %llu\n",
+					(unsigned long long)es.accepted, (unsigned long long)es.closed_ok,
+					(unsigned long long)es.closed_err);
+			eng_debug_dump(srv.e);
+			t_fail("reset round %d: timeout", round);
+		}
 		for (unsigned i = 0; i < 20; i++) {
 			if (cl[i].mode == ET_RESET) {
 				t_assert(!cl[i].mismatch, "wrong bytes before the reset");
