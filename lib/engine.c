@@ -407,7 +407,7 @@ struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
 		return NULL;
 	s->e = e;
 	s->fd = fd;
-	s->pipe = s->buf = -1;
+	s->pipe = s->buf = s->late_fd = -1;
 	s->qtail = &s->qhead;
 	s->state = ST_HANDSHAKE;
 	s->t_start = s->t_active = eng_now_ms();
@@ -492,14 +492,27 @@ void eng_kick(struct kite_stream *s)
 
 static void drop_queue(struct kite_stream *s)
 {
+	bool head = true;
+
 	while (s->qhead) {
 		struct eng_item *it = s->qhead;
 
 		s->qhead = it->next;
 		if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
-			close(it->fd);
-			eng_sys(s->e, -1);
+			if (head && s->tx.pend && s->late_fd < 0) {
+				/* The ring may still read this descriptor (io_uring
+				 * looks a splice's or read's fd up when the op runs):
+				 * closed now, its number could be reused by another
+				 * connection's socket or file, and the op would read
+				 * that instead. Closed once nothing is in flight
+				 * (eng_release_all). */
+				s->late_fd = it->fd;
+			} else {
+				close(it->fd);
+				eng_sys(s->e, -1);
+			}
 		}
+		head = false;
 		free(it);
 	}
 	s->qtail = &s->qhead;
@@ -576,6 +589,8 @@ static void stream_free(struct kite_stream *s)
 		s->next->prev = s->prev;
 	e->st.streams--;
 	drop_queue(s);
+	if (s->late_fd >= 0) /* nothing is in flight any more */
+		close(s->late_fd);
 	kite_conn_destroy(s->conn);
 	free(s->rxbuf);
 	free(s->ebuf);

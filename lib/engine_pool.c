@@ -164,6 +164,11 @@ void eng_release_all(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
 
+	if (s->late_fd >= 0) {
+		close(s->late_fd);
+		eng_sys(e, -1);
+		s->late_fd = -1;
+	}
 	if (s->pipe >= 0) {
 		eng_pipe_put(e, s->pipe, s->pipe_dirty || s->pipe_fill);
 		s->pipe = -1;

@@ -168,6 +168,10 @@ static void case_reset(void)
 				fprintf(stderr, "server: accepted %llu, closed ok %llu, error %llu\n",
 					(unsigned long long)es.accepted, (unsigned long long)es.closed_ok,
 					(unsigned long long)es.closed_err);
+			for (int i = 1; i < 160; i++)
+				if (atomic_load(&srv.close_err[i]))
+					fprintf(stderr, "  on_close(-%d %s): %u\n", i, kite_strerror(-i),
+						atomic_load(&srv.close_err[i]));
 			eng_debug_dump(srv.e);
 			t_fail("reset round %d: timeout", round);
 		}
