@@ -35,7 +35,8 @@ setup() { # setup DIR MESON-ARGS...: configure once, reconfigure after
 # Each stage's meson testlog is copied here for the closing count.
 logs=$(mktemp -d "${TMPDIR:-/tmp}/kite-test-XXXXXX")
 trap 'rm -rf "$logs"' EXIT
-keep_log() { cp "$1/meson-logs/testlog.json" "$logs/$stage.json"; }
+# keep_log DIR [NAME]: meson names the log after the --wrap program.
+keep_log() { cp "$1/meson-logs/${2:-testlog}.json" "$logs/$stage.json"; }
 
 for stage in $stages; do
 	echo "== tools/test.sh: $stage"
@@ -70,7 +71,7 @@ for stage in $stages; do
 			meson test -C build --print-errorlogs --num-processes "$jobs" \
 			--suite unit --suite host --timeout-multiplier 4 \
 			--wrap "valgrind --quiet --error-exitcode=66 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --suppressions=$PWD/tests/valgrind.supp"
-		keep_log build
+		keep_log build testlog-valgrind
 		;;
 	fuzz)
 		if ! command -v clang >/dev/null; then
