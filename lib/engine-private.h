@@ -240,6 +240,8 @@ KITE_HIDDEN uint64_t eng_now_ms(void);
 KITE_HIDDEN void eng_kick(struct kite_stream *s);
 /* Abort: first error wins; the backend cancels and closes with a reset. */
 KITE_HIDDEN void eng_fail(struct kite_stream *s, int err);
+/* Kernel TLS TX met a full socket: send what TCP holds (see engine.c). */
+KITE_HIDDEN void eng_ktls_push(struct kite_stream *s);
 /* Every stream's state on stderr (tests that time out). */
 void eng_debug_dump(const struct kite_engine *e);
 

@@ -298,11 +298,11 @@ void eng_debug_dump(const struct kite_engine *e)
 	for (const struct kite_stream *s = e->streams; s; s = s->next) {
 		const struct eng_item *it = s->qhead;
 
-		fprintf(stderr, "stream fd %d: state %d close_req %d ktx %d krx %d rx_eof %d "
+		fprintf(stderr, "stream kicked %d fd %d: state %d close_req %d ktx %d krx %d rx_eof %d "
 			"rx_paused %d rx_hold %d waiting %d | tx kind %u pend %u n %u done %#x | "
 			"rx pend %u n %u | misc pend %u | pipe %d fill %u dirty %d buf %d "
 			"need_pollout %d queued %zu sent %llu head %s left %llu len %llu\n",
-			s->fd, (int)s->state, s->close_req, s->ktx, s->krx, s->rx_eof, s->rx_paused,
+			s->kicked, s->fd, (int)s->state, s->close_req, s->ktx, s->krx, s->rx_eof, s->rx_paused,
 			s->rx_hold, s->waiting, s->tx_kind, s->tx.pend, s->tx.n, s->tx.done,
 			s->rx.pend, s->rx.n, s->misc.pend, s->pipe, s->pipe_fill, s->pipe_dirty,
 			s->buf, s->need_pollout, s->queued, (unsigned long long)s->sent,
@@ -519,6 +519,16 @@ static void drop_queue(struct kite_stream *s)
 	s->queued = 0;
 }
 
+/* Kernel TLS TX met a full socket (kite_ktls_push() says why). */
+void eng_ktls_push(struct kite_stream *s)
+{
+	if (!s->ktx || s->fd < 0)
+		return;
+	kite_ktls_push(s->fd);
+	eng_sys(s->e, -1);
+	s->e->st.ktls_pushes++;
+}
+
 /* Abort: whatever is queued is dropped (a half-sent range cannot be made
  * whole), the first error is what on_close reports, and the backend ends
  * the connection with a reset so that the peer never mistakes a cut-off
@@ -571,8 +581,9 @@ void eng_zombie(struct kite_stream *s)
 	}
 	s->state = ST_ZOMBIE;
 	s->fd = -1;
-	/* Stays on the kick list if it is there; dispatch skips zombies. */
-	s->kick_next = NULL;
+	/* Stays on the kick list if it is there (kick_next still links the
+	 * streams behind it); dispatch skips zombies, and reap() waits for an
+	 * empty kick list. */
 	s->wait_next = e->zombies;
 	e->zombies = s;
 }
@@ -652,7 +663,10 @@ void eng_dispatch(struct kite_engine *e)
 					e->be->progress(s);
 			}
 		}
-		reap(e);
+		/* A zombie may still be on the kick list (kicked, then its
+		 * close completed): free nothing until that list is empty. */
+		if (!e->kick_head)
+			reap(e);
 	} while (e->kick_head);
 }
 

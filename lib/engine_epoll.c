@@ -129,6 +129,7 @@ static void blocked(struct kite_stream *s)
 	if (s->can_write)
 		s->t_blocked = eng_now_ms();
 	s->can_write = false;
+	eng_ktls_push(s);
 }
 
 /* Close sequence once the queue is empty: close_notify, FIN, linger. */

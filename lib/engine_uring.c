@@ -1015,6 +1015,7 @@ static void tx_done(struct kite_stream *s)
 				s->need_pollout = false;
 			} else if (res == -EAGAIN) {
 				s->need_pollout = true; /* socket full: poll before the next splice */
+				eng_ktls_push(s);
 			} else if (res == 0 && s->tx_len) {
 				err = -EPIPE;
 			} else if (res < 0 && res != -ECANCELED && res != -EINTR) {

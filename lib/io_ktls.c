@@ -22,6 +22,7 @@
 static ssize_t ktls_io_error(struct kite_conn *c, size_t done, int err, const char *what)
 {
 	if (err == EAGAIN || err == EWOULDBLOCK) {
+		kite_ktls_push(c->fd);
 		c->poll_events = POLLOUT;
 		return done ? (ssize_t)done : -EAGAIN;
 	}

@@ -230,6 +230,9 @@ KITE_MUST_CHECK int kite_ktls_rekey(struct kite_conn *c, enum kite_dir d);
 /* Send one non-data record through kernel TLS (cmsg TLS_SET_RECORD_TYPE). */
 KITE_MUST_CHECK int kite_ktls_send_control(struct kite_conn *c, uint8_t type, const void *buf,
 					   size_t len);
+/* A kernel TLS TX socket answered EAGAIN: make TCP send what it holds, or
+ * the room the caller waits for may never come (ktls.c says why). */
+void kite_ktls_push(int fd);
 /* Called by the TX path after a successful kernel send of len bytes in
  * `calls` syscalls: keeps the AEAD usage limit. */
 KITE_MUST_CHECK int kite_ktls_account(struct kite_conn *c, size_t calls, size_t len);

@@ -14,6 +14,23 @@
 
 #include "kite-private.h"
 
+/* With MSG_MORE or SPLICE_F_MORE (and inside a long sendfile), kTLS hands
+ * each full record to TCP marked "more follows", and TCP queues it unsent
+ * until a segment fills. kTLS checks the send buffer itself and returns
+ * EAGAIN without the push that TCP does before it waits for memory: then
+ * nothing is in flight, no ACK frees room, and POLLOUT never comes (Linux
+ * 6.1; a 4 KiB SO_SNDBUF shows it every time: test_engine_faults sndbuf).
+ * Setting TCP_NODELAY, even when it is already set, sends TCP's pending
+ * frames. */
+void kite_ktls_push(int fd)
+{
+	int one = 1;
+
+	if (kite_sys->setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))) {
+		/* not TCP, or gone: the caller's wait ends some other way */
+	}
+}
+
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif

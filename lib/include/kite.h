@@ -452,6 +452,8 @@ struct kite_engine_stats {
 	uint64_t accept_errors;   /* accept failures (EMFILE, ENFILE, ENOBUFS, ...),
 				   * retried after ~100 ms */
 	int accept_error;         /* the last of them, -errno; 0: none */
+	uint64_t ktls_pushes;     /* kTLS TX sends that met a full socket and pushed
+				   * TCP's queued records first (see engine.c) */
 };
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
 

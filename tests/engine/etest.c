@@ -236,6 +236,9 @@ static void on_open(struct kite_stream *st)
 		t_fail("out of memory");
 	kite_stream_set_user(st, c);
 	atomic_fetch_add(&s->opened, 1);
+	if (s->sndbuf)
+		t_assert(!setsockopt(kite_stream_fd(st), SOL_SOCKET, SO_SNDBUF, &s->sndbuf,
+				     sizeof(s->sndbuf)), "SO_SNDBUF: %s", strerror(errno));
 	if (conn) {
 		struct kite_conn_info ci;
 
@@ -484,11 +487,12 @@ void et_server_report(struct et_server *s, const char *title)
 	       (unsigned long long)st->timeouts, (unsigned long long)st->rejected,
 	       atomic_load(&s->ktx), atomic_load(&s->krx));
 	printf("syscalls %llu (enters %llu, handshake %llu), sqes %llu, pipe exhausted %llu, "
-	       "buffer waits %llu, rx paused %llu, peak queued %llu\n",
+	       "buffer waits %llu, rx paused %llu, peak queued %llu, kTLS pushes %llu\n",
 	       (unsigned long long)st->syscalls, (unsigned long long)st->enters,
 	       (unsigned long long)st->handshake_syscalls, (unsigned long long)st->sqes,
 	       (unsigned long long)st->pipe_exhausted, (unsigned long long)st->buffer_waits,
-	       (unsigned long long)st->rx_paused, (unsigned long long)st->peak_queued);
+	       (unsigned long long)st->rx_paused, (unsigned long long)st->peak_queued,
+	       (unsigned long long)st->ktls_pushes);
 	for (int i = 1; i < 160; i++)
 		if (atomic_load(&s->close_err[i]))
 			printf("  on_close(-%d %s): %u\n", i, kite_strerror(-i),
@@ -506,6 +510,26 @@ void et_server_report(struct et_server *s, const char *title)
 /* ---- Clients ------------------------------------------------------------ */
 
 enum { C_CONNECT, C_HS, C_REQ, C_BODY, C_PUT, C_HASH, C_EOF, C_SILENT, C_STALLED, C_DONE };
+
+/* A stuck client's connection as the kernel sees it: both ends' send and
+ * receive queues, timers and, on the server's side, whether a file still
+ * holds the socket (its inode). */
+static void tcp_table(int fd)
+{
+	struct sockaddr_in la;
+	socklen_t ll = sizeof(la);
+	char line[512], hex[16];
+	FILE *tf = fopen("/proc/net/tcp", "r");
+
+	getsockname(fd, (struct sockaddr *)&la, &ll);
+	snprintf(hex, sizeof(hex), ":%04X ", ntohs(la.sin_port));
+	fprintf(stderr, "/proc/net/tcp for client port %u:\n", ntohs(la.sin_port));
+	while (tf && fgets(line, sizeof(line), tf))
+		if (strstr(line, hex) || strstr(line, "local_address"))
+			fputs(line, stderr);
+	if (tf)
+		fclose(tf);
+}
 
 void (*et_client_tick)(struct et_client *cl, unsigned n);
 
@@ -979,6 +1003,7 @@ unsigned et_run_clients(struct et_client *cl, unsigned n, struct kite_ctx *ctx, 
 				"revents %#x\n", i, timeout_ms, (int)cl[i].mode, cl[i].st, cl[i].cur,
 				cl[i].nreq, (unsigned long long)cl[i].bytes, cl[i].err, cl[i].ktls_rx,
 				unread, pf.revents);
+			tcp_table(cl[i].fd);
 			if (cl[i].c)
 				kite_conn_destroy(cl[i].c);
 			cl[i].c = NULL;

@@ -31,6 +31,7 @@ struct et_server {
 	struct et_file *files;
 	unsigned nfiles;
 	unsigned listeners;               /* SO_REUSEPORT listeners (default 1) */
+	int sndbuf;                       /* SO_SNDBUF for each stream's socket (0: leave) */
 
 	/* Filled by the server thread. */
 	uint16_t port;

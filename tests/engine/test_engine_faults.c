@@ -7,6 +7,8 @@
  *               per-stream queue stays at one item (bounded memory)
  *   stall       a client that stops reading is cut off by the stalled-send
  *               timeout; the others are served meanwhile
+ *   sndbuf      a 4 KiB SO_SNDBUF on the server's sockets: whole files still
+ *               arrive; with kTLS TX the engine pushed TCP's queue on EAGAIN
  *   reset       clients resetting mid-body end with an error on the server;
  *               the engine serves the next batch
  *   truncate    a file cut short while it is being sent ends that stream
@@ -134,6 +136,44 @@ static void case_stall(void)
 	t_assert(cl[0].err, "stalled client saw no error");
 	t_assert(et_close_count(&srv, -ETIMEDOUT) == 1, "%u streams timed out",
 		 et_close_count(&srv, -ETIMEDOUT));
+	et_close_files(f, 1);
+}
+
+/* ---- sndbuf ---- */
+/* A small send buffer: with kTLS TX every round meets a full socket. kTLS
+ * queues each record in TCP marked "more follows" and answers EAGAIN
+ * without pushing it, so the engine must push (engine.c, eng_ktls_push) or
+ * the stream waits for room forever with one record unsent. */
+static void case_sndbuf(void)
+{
+	struct et_file f[1];
+	struct et_server srv;
+	struct et_client cl[4] = {0};
+	struct et_req q[4];
+	size_t size = et_scaled(16u << 20, 4u << 20);
+
+	et_make_file(&f[0], size, 5);
+	setup(&srv, f, 1);
+	srv.sndbuf = 4096; /* the kernel doubles it, and keeps a floor of ~4.5 KiB */
+	et_server_start(&srv, false);
+	for (unsigned i = 0; i < 4; i++) {
+		get_req(&q[i], 0, 0, size, true);
+		cl[i].reqs = &q[i];
+		cl[i].nreq = 1;
+	}
+	if (et_run_clients(cl, 4, plain ? NULL : cctx, srv.port, f, 60000))
+		t_fail("a stream with a small send buffer stopped");
+	et_server_wait_closed(&srv, 4, 5000);
+	et_server_stop(&srv);
+	et_server_report(&srv, "small send buffer");
+	for (unsigned i = 0; i < 4; i++)
+		expect_ok(&cl[i], i, "sndbuf");
+	if (atomic_load(&srv.ktx))
+		t_assert(srv.stats.ktls_pushes > 0, "kTLS TX never met a full socket: the case "
+			 "tests nothing");
+	else
+		t_assert(srv.stats.ktls_pushes == 0, "%llu kTLS pushes without kTLS TX",
+			 (unsigned long long)srv.stats.ktls_pushes);
 	et_close_files(f, 1);
 }
 
@@ -458,7 +498,8 @@ int main(int argc, char **argv)
 		const char *name;
 		void (*fn)(void);
 	} cases[] = {
-		{"slow", case_slow}, {"stall", case_stall}, {"reset", case_reset},
+		{"slow", case_slow}, {"stall", case_stall}, {"sndbuf", case_sndbuf},
+		{"reset", case_reset},
 		{"truncate", case_truncate}, {"exhaust", case_exhaust},
 		{"timeouts", case_timeouts}, {"limits", case_limits}, {"keyupdate", case_keyupdate},
 	};
