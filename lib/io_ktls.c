@@ -68,13 +68,38 @@ static ssize_t ktls_send(struct kite_conn *c, const void *buf, size_t len)
 	return ktls_tx_done(c, calls, done, err, "kTLS send");
 }
 
+/* Below this SO_SNDBUF (the value the kernel reports, twice the one set),
+ * one sendfile() call carries one record. */
+#define KITE_SMALL_SNDBUF (256 << 10)
+
+/* Linux 6.1 kTLS hands the records of one sendfile() call to TCP marked
+ * "more follows", and TCP holds them unsent until a segment (up to 64 KiB)
+ * fills. A send buffer too small for that plus an open record fills first:
+ * a non-blocking call returns EAGAIN (kite_ktls_push() then frees it), a
+ * blocking one waits forever inside the kernel. The end of a call pushes,
+ * so with a small buffer each call carries one record; the size is read
+ * again before each call, since TCP grows the buffer as it goes. */
+static size_t sendfile_step(int fd)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &l) && v > 0 && v < KITE_SMALL_SNDBUF)
+		return KITE_MAX_RECORD;
+	return KITE_MAX_CALL;
+}
+
 static ssize_t ktls_sendfile(struct kite_conn *c, int fd, off_t *off, size_t len)
 {
-	size_t done = 0, calls = 0;
+	size_t done = 0, calls = 0, step = KITE_MAX_RECORD;
 	int err = 0;
 
 	while (done < len) {
-		size_t n = len - done < KITE_MAX_CALL ? len - done : KITE_MAX_CALL;
+		size_t n;
+
+		if (step == KITE_MAX_RECORD && len - done > KITE_MAX_RECORD)
+			step = sendfile_step(c->fd);
+		n = len - done < step ? len - done : step;
 		/* sendfile(2) splices page cache pages into the kTLS socket:
 		 * the kernel encrypts them into full records, no copy to us. */
 		ssize_t r = kite_sys->sendfile(c->fd, fd, off, n);

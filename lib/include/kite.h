@@ -207,6 +207,9 @@ KITE_MUST_CHECK ssize_t kite_recv(struct kite_conn *conn, void *buf, size_t len)
  * before any byte could be sent. Partial counts as kite_send().
  * sendfile(2) has no MSG_NOSIGNAL: a process whose peers may reset must
  * ignore SIGPIPE (kite does not change signal dispositions for you).
+ * While the socket's SO_SNDBUF is under 256 KiB (as reported), kernel TLS
+ * gets one record per sendfile(2) call: larger calls can stall in Linux
+ * 6.1's kTLS with such a buffer (lib/io_ktls.c).
  */
 KITE_MUST_CHECK ssize_t kite_sendfile(struct kite_conn *conn, int fd, off_t *offset, size_t len);
 
