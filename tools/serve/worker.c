@@ -485,6 +485,20 @@ static int setup(struct worker *w)
 	return 0;
 }
 
+/* Under AddressSanitizer malloc is ASan's: glibc's malloc_trim() would
+ * initialise glibc's arenas from a worker thread, and glibc then asserts
+ * on that thread's exit (__malloc_arena_thread_freeres). Nothing to trim. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KITE_FOREIGN_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KITE_FOREIGN_MALLOC 1
+#endif
+#endif
+#ifndef KITE_FOREIGN_MALLOC
+#define KITE_FOREIGN_MALLOC 0
+#endif
+
 /* glibc keeps what a burst of connections freed (3000 connections leave
  * ~140 MiB resident): once this worker has no connection left after one,
  * give the free memory back. At most once per burst, outside the loop's
@@ -501,7 +515,9 @@ static void trim_after_burst(struct worker *w)
 	if (n > w->trim_peak)
 		w->trim_peak = n;
 	if (n == 0 && w->trim_peak >= 64) {
+#if !KITE_FOREIGN_MALLOC
 		malloc_trim(0);
+#endif
 		w->trim_peak = 0;
 	}
 }
