@@ -107,6 +107,18 @@ int main(void)
 	expect(&rp, "/in", NULL, 200, NULL, 0, 13);            /* symlink inside the root */
 	expect(&rp, "/dir/", NULL, 200, "text/html", 0, 13);
 	expect(&rp, "/dir", NULL, 301, "Location: /dir/\r\n", 0, 0);
+	{
+		/* A redirect echoes the target: one too long for the head is
+		 * 414, never a head cut short or written past its end (a
+		 * fuzz-session find: absolute-form, padded with a query). */
+		static char longdir[3000];
+		int n = snprintf(longdir, sizeof(longdir), "https://t/dir%s", "/.");
+
+		while (n < 2000)
+			n += snprintf(longdir + n, sizeof(longdir) - (size_t)n, "/.");
+		expect(&rp, longdir, NULL, 414, "Connection: close\r\n", 0, 0);
+		expect(&rp, "https://t/dir?q", NULL, 301, "Location: https://t/dir/\r\n", 0, 0);
+	}
 	expect(&rp, "/", NULL, 403, NULL, 0, 0);               /* no index, no listing */
 	expect(&rp, "/noindex/", NULL, 403, NULL, 0, 0);
 	expect(&rp, "/fifo", NULL, 403, NULL, 0, 0);

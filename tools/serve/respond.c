@@ -128,13 +128,19 @@ static void add(struct response *res, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (res->head_len >= sizeof(res->head))
+	if (res->head_full)
 		return;
 	va_start(ap, fmt);
 	n = vsnprintf(res->head + res->head_len, sizeof(res->head) - res->head_len, fmt, ap);
 	va_end(ap);
-	if (n > 0)
-		res->head_len += (size_t)n;
+	/* vsnprintf returns the length it wanted: a head that did not fit is
+	 * never sent cut short (respond() replaces it). */
+	if (n < 0 || (size_t)n >= sizeof(res->head) - res->head_len) {
+		res->head[res->head_len] = '\0';
+		res->head_full = true;
+		return;
+	}
+	res->head_len += (size_t)n;
 }
 
 static void start(const struct responder *rp, struct response *res, int status, time_t now)
@@ -143,6 +149,7 @@ static void start(const struct responder *rp, struct response *res, int status, 
 
 	res->status = status;
 	res->head_len = 0;
+	res->head_full = false;
 	http_date(now, date);
 	add(res, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n", status, http_status_text(status),
 	    rp->server_name ? rp->server_name : "kite", date);
@@ -206,8 +213,8 @@ void response_clear(struct response *res)
 	res->fd = -1;
 }
 
-void respond(const struct responder *rp, const struct http_request *req, int parse_status,
-	     time_t now, struct response *res)
+static void respond_to(const struct responder *rp, const struct http_request *req, int parse_status,
+		       time_t now, struct response *res)
 {
 	bool head = req && req->method == HTTP_HEAD;
 	char etag[64], lm[30];
@@ -338,4 +345,18 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 	res->fd = fd;
 	res->offset = start_off;
 	res->length = len;
+}
+
+void respond(const struct responder *rp, const struct http_request *req, int parse_status,
+	     time_t now, struct response *res)
+{
+	respond_to(rp, req, parse_status, now, res);
+	if (!res->head_full)
+		return;
+	/* Only a redirect carries request bytes (its Location) into the
+	 * head: a target too long to echo back is 414. */
+	response_clear(res);
+	res->keep_alive = false;
+	error_response(rp, res, res->status == 301 ? 414 : 500,
+		       req && req->method == HTTP_HEAD, now, NULL);
 }

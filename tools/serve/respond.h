@@ -20,6 +20,7 @@ struct response {
 	int status;
 	char head[RESPONSE_HEAD_MAX]; /* status line + headers + blank line */
 	size_t head_len;
+	bool head_full;    /* a header did not fit: respond() answers 414/500 instead */
 	int fd;            /* file to send, or -1; owned by the response */
 	uint64_t offset;   /* range within fd */
 	uint64_t length;   /* body bytes (0 for HEAD / errors without body) */
