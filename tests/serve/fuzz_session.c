@@ -109,6 +109,7 @@ static void setup(void)
 	cfg.pipeline_max = 4;
 	cfg.in_max = 16384;
 	cfg.head_timeout_ms = 100;
+	cfg.inline_max = 5; /* ranges of "a" up to 5 bytes inline, longer ones as files */
 	/* The files stay for the process's life; the directory is tiny. */
 }
 

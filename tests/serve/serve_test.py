@@ -1226,6 +1226,29 @@ def lifecycle_metrics(t):
     check(srv.stop() == 0, "exit status")
 
 
+def lifecycle_inline(t):
+    """A small body rides in the head's record (path "send", no file path);
+    --inline-max 0 sends it through the engine's file path instead."""
+    for limit in ("16384", "0"):
+        srv = Server(t, "inline-" + limit, ["--metrics-listen", "127.0.0.1:0",
+                                            "--inline-max", limit])
+        for _ in range(4):
+            st_, _, body = get(srv, "/f5000.bin")
+            check(st_ == 200 and body == t.files["f5000.bin"], "GET f5000.bin")
+        st_, _, body = get(srv, "/f5000.bin", [("Range", "bytes=100-199")])
+        check(st_ == 206 and body == t.files["f5000.bin"][100:200], "range")
+        m = srv.metrics()
+        sent = m['kite_bytes_total{path="send"}']
+        files = sum(v for k, v in m.items()
+                    if k.startswith("kite_bytes_total") and k != 'kite_bytes_total{path="send"}')
+        if limit != "0":
+            check(files == 0 and sent >= 4 * 5000 + 100,
+                  "inline: %d bytes on file paths, %d sent with heads" % (files, sent))
+        else:
+            check(files == 4 * 5000 + 100, "--inline-max 0: %d bytes on file paths" % files)
+        check(srv.stop() == 0, "exit status")
+
+
 def lifecycle_threads(t):
     srv = Server(t, "threads", ["--threads", "3"])
     socks = [connect(srv) for _ in range(12 if IN_UML else 40)]
@@ -1241,7 +1264,7 @@ def lifecycle_threads(t):
 def group_lifecycle(t):
     for step in (lifecycle_flags, lifecycle_drain, lifecycle_bounded, lifecycle_linger,
                  lifecycle_secrets, lifecycle_ktls_modes,
-                 lifecycle_metrics, lifecycle_threads):
+                 lifecycle_metrics, lifecycle_inline, lifecycle_threads):
         t.step(step.__name__, step, t)
 
 

@@ -21,6 +21,7 @@ struct rec {
 	char out[1 << 16];     /* heads and bodies sent, in order */
 	size_t out_len;
 	unsigned files;        /* sendfile calls */
+	unsigned sends;        /* send calls */
 	uint64_t file_bytes;
 	int closed;            /* 1 graceful, < 0 abort err */
 	unsigned answered;
@@ -38,6 +39,7 @@ static int r_send(void *t, const void *buf, size_t len)
 	t_assert(r->out_len + len <= sizeof(r->out), "recorder full");
 	memcpy(r->out + r->out_len, buf, len);
 	r->out_len += len;
+	r->sends++;
 	return 0;
 }
 
@@ -432,6 +434,40 @@ static void head_only(void)
 	sess_fini(&s);
 }
 
+/* Small files ride in the head's send (one TLS record); beyond
+ * inline_max, and for HEAD, the file path as before. */
+static void inline_small(void)
+{
+	struct sess_config in = cfg;
+	struct rec r = {0};
+	struct session s;
+	const char *body;
+
+	in.inline_max = 2; /* b.txt (2 bytes) inline, a.txt (4) not */
+	sess_init(&s, &in, &rec_tp, &r);
+	feed(&s, GET("/b.txt"), 1);
+	t_assert(r.answered == 1 && r.files == 0 && r.sends == 1, "b.txt: files %u sends %u",
+		 r.files, r.sends);
+	body = memmem(r.out, r.out_len, "\r\n\r\n", 4);
+	t_assert(body && r.out + r.out_len - body == 4 + 2 && !memcmp(body + 4, "BB", 2),
+		 "b.txt: head and body in one send");
+	feed(&s, GET("/a.txt"), 2);
+	t_assert(r.answered == 2 && r.files == 1 && r.sends == 2, "a.txt: files %u sends %u",
+		 r.files, r.sends);
+	/* A range of a larger file: only the range is read, from its offset. */
+	r.out_len = 0;
+	feed(&s, "GET /a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=1-2\r\n\r\n", 3);
+	t_assert(r.answered == 3 && r.files == 1 && r.sends == 3 && count(&r, " 206 ") == 1,
+		 "range: files %u sends %u", r.files, r.sends);
+	t_assert(r.out_len > 2 && !memcmp(r.out + r.out_len - 4, "\r\nAA", 4), "range body");
+	r.out_len = 0;
+	feed(&s, "HEAD /b.txt HTTP/1.1\r\nHost: t\r\n\r\n", 4);
+	t_assert(r.answered == 4 && r.files == 1 && r.sends == 4 && count(&r, "Content-Length: 2") == 1,
+		 "HEAD");
+	t_assert(!r.closed, "connection kept");
+	sess_fini(&s);
+}
+
 int main(void)
 {
 	setup();
@@ -451,6 +487,7 @@ int main(void)
 	input_cap();
 	send_failure();
 	head_only();
+	inline_small();
 	cleanup();
 	printf("test_session: ok\n");
 	return 0;

@@ -62,6 +62,8 @@ static void usage(FILE *f)
 "  --max-conns-per-ip N     connections at once per client address (default 256,\n"
 "                           0: no limit; 503)\n"
 "  --pipeline N             pipelined requests answered ahead (default 16)\n"
+"  --inline-max BYTES       file bodies read and sent in the head's record\n"
+"                           (default 16384, the most one record holds; 0: never)\n"
 "  --help, --version\n"
 "\n"
 "Signals: SIGHUP reloads the certificate and ticket key (new connections; open\n"
@@ -148,7 +150,7 @@ static unsigned cores(void)
 enum {
 	O_ROOT = 256, O_LISTEN, O_CERT, O_KEY, O_THREADS, O_PRIORITY, O_KTLS, O_ACCESS_LOG,
 	O_TICKET, O_METRICS, O_HS_TO, O_HDR_TO, O_IDLE_TO, O_SEND_TO, O_SHUT_TO, O_MAXC,
-	O_MAXIP, O_PIPE, O_INSECURE, O_HELP, O_VERSION,
+	O_MAXIP, O_PIPE, O_INLINE, O_INSECURE, O_HELP, O_VERSION,
 };
 
 static int parse_args(int argc, char **argv, struct serve_config *c)
@@ -172,6 +174,7 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 		{"max-conns", required_argument, NULL, O_MAXC},
 		{"max-conns-per-ip", required_argument, NULL, O_MAXIP},
 		{"pipeline", required_argument, NULL, O_PIPE},
+		{"inline-max", required_argument, NULL, O_INLINE},
 		{"allow-insecure-key-perms", no_argument, NULL, O_INSECURE},
 		{"help", no_argument, NULL, O_HELP},
 		{"version", no_argument, NULL, O_VERSION},
@@ -192,6 +195,7 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 	c->max_conns = 4096;
 	c->max_conns_per_ip = 256;
 	c->pipeline = 16;
+	c->inline_max = 16384;
 	c->backlog = 1024;
 
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -249,6 +253,10 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 		case O_PIPE:
 			if (parse_uint(optarg, 1, 1024, &c->pipeline))
 				what = "--pipeline: want 1 .. 1024";
+			break;
+		case O_INLINE:
+			if (parse_uint(optarg, 0, 16384, &c->inline_max))
+				what = "--inline-max: want 0 .. 16384";
 			break;
 		case 'h':
 		case O_HELP: usage(stdout); exit(0);

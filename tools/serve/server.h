@@ -45,6 +45,7 @@ struct serve_config {
 	unsigned shutdown_timeout_ms;
 	unsigned max_conns, max_conns_per_ip;
 	unsigned pipeline;
+	unsigned inline_max;     /* bytes: small bodies go in the head's record */
 	int backlog;
 };
 

@@ -5,8 +5,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LOG_LINE_MAX 2048 /* request line bytes kept for the log */
+/* Head and body up to one TLS record's plaintext go out as one item: one
+ * record, one send, instead of a record for each. */
+#define ONE_RECORD 16384
 
 void sess_init(struct session *s, const struct sess_config *cfg, const struct sess_transport *tp,
 	       void *t)
@@ -57,6 +61,24 @@ static void request_line(const char *p, size_t n, struct sess_answer *a)
 		a->line_len--;
 }
 
+/* Read a small body whole; false on a short read or an error, which the
+ * file path then handles (a file cut short ends the connection there). */
+static bool read_whole(int fd, char *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		got += (size_t)r;
+	}
+	return true;
+}
+
 /* Queue one response; req NULL with status < 0 for an error without a
  * usable request. The request's strings point into s->in, still intact. */
 static void answer(struct session *s, const struct http_request *req, int status, size_t used)
@@ -64,7 +86,7 @@ static void answer(struct session *s, const struct http_request *req, int status
 	struct http_request closing_req;
 	struct sess_answer a = {.req = req, .when = time(NULL)};
 	struct response res;
-	char out[RESPONSE_HEAD_MAX + 128];
+	char out[ONE_RECORD];
 	size_t n;
 	int r;
 
@@ -79,12 +101,17 @@ static void answer(struct session *s, const struct http_request *req, int status
 	a.status = res.status;
 	a.body_bytes = res.fd >= 0 ? res.length : res.body_len;
 
-	/* Head and small body in one item: one TLS record for most errors. */
+	/* Head and small body in one item: one TLS record for errors and
+	 * small files. */
 	n = res.head_len;
 	memcpy(out, res.head, n);
 	if (res.body && res.body_len <= sizeof(out) - n) {
 		memcpy(out + n, res.body, res.body_len);
 		n += res.body_len;
+	} else if (res.fd >= 0 && res.length <= s->cfg->inline_max && res.length <= sizeof(out) - n &&
+		   read_whole(res.fd, out + n, (size_t)res.length, res.offset)) {
+		n += (size_t)res.length;
+		response_clear(&res); /* closes the file: nothing more to send */
 	}
 	r = s->tp->send(s->t, out, n);
 	if (!r && res.fd >= 0) {

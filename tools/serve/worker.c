@@ -587,6 +587,9 @@ int worker_start(struct worker *w, struct server *srv, unsigned id)
 	w->scfg.pipeline_max = srv->cfg.pipeline;
 	w->scfg.in_max = 64u << 10;
 	w->scfg.head_timeout_ms = srv->cfg.header_timeout_ms;
+	/* A small file costs one pread and then rides in the head's record:
+	 * one send instead of a file operation plus a second record. */
+	w->scfg.inline_max = srv->cfg.inline_max;
 	pthread_mutex_init(&w->mu, NULL);
 	return -pthread_create(&w->th, NULL, worker_main, w);
 }
