@@ -22,6 +22,7 @@
 #define ENG_MAX_LISTENERS 16
 #define ENG_ITEM_CHARGE 64u          /* queue bytes charged per item */
 #define ENG_RX_BUF (KITE_MAX_RECORD + 256)
+#define ENG_RX_RING_BUF 4096u        /* one buffer of the shared receive ring */
 #define ENG_LINGER_MS 2000u          /* wait for the peer's FIN after ours */
 #define ENG_EPOLL_TICK_MS 100        /* epoll rung: timer scan period */
 /* Userspace TLS rounds read plaintext at this offset of a pool buffer and
@@ -137,7 +138,12 @@ struct kite_stream {
 	uint8_t *stage_mem;
 	uint32_t stage_len, stage_off, stage_cap;
 
-	uint8_t *rxbuf;       /* ENG_RX_BUF */
+	/* Received bytes being handled: rx_own, or during rx_done() a buffer
+	 * of the shared ring (io_uring rung; rx_bid says which, else -1). */
+	uint8_t *rxbuf;
+	uint8_t *rx_own;      /* the stream's own, ENG_RX_BUF (no ring, or none free) */
+	int rx_bid;
+	bool rx_select;       /* the RX chain in flight asked the ring for a buffer */
 	uint32_t rx_have, rx_off;
 	bool rx_fin;          /* io_uring userspace RX: the socket returned 0 */
 

@@ -68,6 +68,7 @@ void kite_engine_config_init(struct kite_engine_config *cfg)
 	cfg->buffer_size = 64u << 10;
 	cfg->small_max = 16u << 10;
 	cfg->ring_entries = 1024;
+	cfg->rx_buffers = 256;
 }
 
 static const char *const rung_names[] = {
@@ -115,6 +116,9 @@ static int check_config(const struct kite_engine_config *c)
 		return create_fail(-EINVAL, "config: small_max must not exceed buffer_size");
 	if (c->ring_entries < 8 || c->ring_entries > 32768)
 		return create_fail(-EINVAL, "config: ring_entries must be 8 .. 32768");
+	if (c->rx_buffers > 32768 || (c->rx_buffers & (c->rx_buffers - 1)))
+		return create_fail(-EINVAL, "config: rx_buffers must be 0 or a power of two up to "
+				   "32768");
 	return 0;
 }
 
@@ -407,7 +411,7 @@ struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
 		return NULL;
 	s->e = e;
 	s->fd = fd;
-	s->pipe = s->buf = s->late_fd = -1;
+	s->pipe = s->buf = s->late_fd = s->rx_bid = -1;
 	s->qtail = &s->qhead;
 	s->state = ST_HANDSHAKE;
 	s->t_start = s->t_active = eng_now_ms();
@@ -603,7 +607,7 @@ static void stream_free(struct kite_stream *s)
 	if (s->late_fd >= 0) /* nothing is in flight any more */
 		close(s->late_fd);
 	kite_conn_destroy(s->conn);
-	free(s->rxbuf);
+	free(s->rx_own);
 	free(s->ebuf);
 	free(s->stage_mem);
 	free(s);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -57,11 +58,19 @@ enum tx_kind {
 	TXK_SHUT,    /* SHUTDOWN(SHUT_WR) */
 };
 
+/* The shared receive buffers' group (IOSQE_BUFFER_SELECT). */
+#define RX_BGID 0
+
 struct uring_state {
 	struct io_uring ring;
 	struct uop ev_op;
 	bool ev_armed;
 	bool disabled;       /* IORING_SETUP_R_DISABLED until the first run */
+	/* Shared receive buffers (cfg.rx_buffers): a provided-buffer ring of
+	 * br_n buffers of ENG_RX_RING_BUF bytes at br_mem; NULL: none. */
+	struct io_uring_buf_ring *br;
+	uint8_t *br_mem;
+	unsigned br_n;
 };
 
 static struct io_uring *ring_of(struct kite_engine *e)
@@ -248,17 +257,117 @@ static int u_attach(struct kite_stream *s)
 	return 0;
 }
 
+/* ---- Shared receive buffers ----------------------------------------------- */
+
+static uint8_t *rxring_buf(struct uring_state *u, int bid)
+{
+	return u->br_mem + (size_t)bid * ENG_RX_RING_BUF;
+}
+
+/* Give buffer bid back to the kernel. */
+static void rxring_put(struct uring_state *u, int bid)
+{
+	io_uring_buf_ring_add(u->br, rxring_buf(u, bid), ENG_RX_RING_BUF, (unsigned short)bid,
+			      io_uring_buf_ring_mask(u->br_n), 0);
+	io_uring_buf_ring_advance(u->br, 1);
+}
+
+/* Set the ring up (Linux >= 5.19). Not fatal: without it every stream has
+ * a receive buffer of its own, as before; e->detail says which. */
+static void rxring_init(struct kite_engine *e, struct uring_state *u, char *note, size_t len)
+{
+	unsigned n = e->cfg.rx_buffers;
+	size_t ring_len = (size_t)n * sizeof(struct io_uring_buf), mem_len;
+	struct io_uring_buf_reg reg;
+	void *br, *mem;
+	int r;
+
+	snprintf(note, len, "own receive buffers");
+	if (!n)
+		return;
+	mem_len = (size_t)n * ENG_RX_RING_BUF;
+	/* Page-aligned, as the kernel wants the ring; the buffers' pages
+	 * are only touched once the kernel first fills them. */
+	br = mmap(NULL, ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mem = mmap(NULL, mem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	eng_sys(e, -1);
+	eng_sys(e, -1);
+	if (br == MAP_FAILED || mem == MAP_FAILED) {
+		snprintf(note, len, "own receive buffers (shared: no memory)");
+		goto fail;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uintptr_t)br;
+	reg.ring_entries = n;
+	reg.bgid = RX_BGID;
+	r = io_uring_register_buf_ring(&u->ring, &reg, 0);
+	eng_sys(e, -1);
+	if (r) {
+		snprintf(note, len, "own receive buffers (shared buffer ring: %s%s)",
+			 kite_strerror(r), r == -EINVAL ? ", Linux < 5.19?" : "");
+		goto fail;
+	}
+	u->br = br;
+	u->br_mem = mem;
+	u->br_n = n;
+	io_uring_buf_ring_init(u->br);
+	for (unsigned i = 0; i < n; i++)
+		io_uring_buf_ring_add(u->br, rxring_buf(u, (int)i), ENG_RX_RING_BUF,
+				      (unsigned short)i, io_uring_buf_ring_mask(n), (int)i);
+	io_uring_buf_ring_advance(u->br, (int)n);
+	snprintf(note, len, "%u shared receive buffers of %u KiB", n, ENG_RX_RING_BUF >> 10);
+	return;
+fail:
+	if (br != MAP_FAILED)
+		munmap(br, ring_len);
+	if (mem != MAP_FAILED)
+		munmap(mem, mem_len);
+}
+
+static void rxring_fini(struct uring_state *u)
+{
+	if (!u->br)
+		return;
+	munmap(u->br, (size_t)u->br_n * sizeof(struct io_uring_buf));
+	munmap(u->br_mem, (size_t)u->br_n * ENG_RX_RING_BUF);
+	u->br = NULL;
+}
+
+/* Where the next receive goes: the rest of a control record into
+ * conn->buf; else a shared buffer the kernel picks when bytes arrive (no
+ * memory held while waiting); else the stream's own. */
+static int rx_dest(struct kite_stream *s, void **dst, size_t *len)
+{
+	struct uring_state *u = s->e->ring;
+
+	s->rx_select = false;
+	if (s->krx && s->ctrl_have) {
+		/* The rest of a control record: the kernel hands out the
+		 * remainder of a partly read record before the next. */
+		*dst = s->conn->buf + s->ctrl_have;
+		*len = s->ctrl_missing;
+		return 0;
+	}
+	if (u->br && !s->rx_own) {
+		s->rx_select = true;
+		*dst = NULL;
+		*len = ENG_RX_RING_BUF;
+		return 0;
+	}
+	if (!s->rx_own && !(s->rx_own = malloc(ENG_RX_BUF)))
+		return -ENOMEM;
+	s->rxbuf = s->rx_own;
+	*dst = s->rx_own;
+	*len = ENG_RX_BUF;
+	return 0;
+}
+
 /* ---- Handshake ------------------------------------------------------------- */
 
 static void user_rx(struct kite_stream *s);
 
 static void u_open(struct kite_stream *s)
 {
-	s->rxbuf = malloc(ENG_RX_BUF);
-	if (!s->rxbuf) {
-		eng_fail(s, -ENOMEM);
-		return;
-	}
 	if (s->conn) {
 		/* Directions left in userspace: GnuTLS reads and writes memory
 		 * that the ring fills and empties. */
@@ -319,6 +428,9 @@ static void rx_arm(struct kite_stream *s)
 	uint64_t now = eng_now_ms(), idle = e->cfg.idle_timeout_ms;
 	struct io_uring_sqe *q;
 	unsigned tmo = 0;
+	size_t len;
+	void *dst;
+	int r;
 
 	if (s->state == ST_LINGER) {
 		uint64_t end = s->t_start + ENG_LINGER_MS;
@@ -339,6 +451,11 @@ static void rx_arm(struct kite_stream *s)
 		} else
 			tmo = (unsigned)idle; /* busy sending: look again later */
 	}
+	r = rx_dest(s, &dst, &len);
+	if (r) {
+		eng_fail(s, r);
+		return;
+	}
 	if (!u_room(e, 2)) {
 		eng_fail(s, -EBUSY);
 		return;
@@ -346,15 +463,7 @@ static void rx_arm(struct kite_stream *s)
 	ch_begin(&s->rx);
 	q = c_op(e, &s->rx, s, UK_RX, RO_RECV, -1);
 	if (s->krx) {
-		void *dst = s->rxbuf;
-		size_t len = ENG_RX_BUF;
-
-		if (s->ctrl_have) {
-			/* The rest of a control record: the kernel hands out the
-			 * remainder of a partly read record before the next. */
-			dst = s->conn->buf + s->ctrl_have;
-			len = s->ctrl_missing;
-		}
+		/* With a shared buffer the iovec gives only the length. */
 		s->rx_iov.iov_base = dst;
 		s->rx_iov.iov_len = len;
 		memset(&s->rx_msg, 0, sizeof(s->rx_msg));
@@ -368,7 +477,11 @@ static void rx_arm(struct kite_stream *s)
 		s->rx_msg.msg_controllen = sizeof(s->rx_cmsg.buf);
 		io_uring_prep_recvmsg(q, s->fd, &s->rx_msg, 0);
 	} else {
-		io_uring_prep_recv(q, s->fd, s->rxbuf, ENG_RX_BUF, 0);
+		io_uring_prep_recv(q, s->fd, dst, len, 0);
+	}
+	if (s->rx_select) {
+		q->flags |= IOSQE_BUFFER_SELECT;
+		q->buf_group = RX_BGID;
 	}
 	if (tmo) {
 		c_link(q);
@@ -521,7 +634,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 	ktls_control(s);
 }
 
-static void rx_done(struct kite_stream *s)
+static void rx_handle(struct kite_stream *s)
 {
 	struct uchain *ch = &s->rx;
 	struct kite_engine *e = s->e;
@@ -582,6 +695,43 @@ static void rx_done(struct kite_stream *s)
 		if (s->state == ST_LINGER)
 			eng_finish(s);
 	}
+}
+
+/* The RX chain is complete: handle what it received, then give a shared
+ * buffer back at once (everything in it was delivered or copied: GnuTLS
+ * is read until it wants more, kTLS data goes to on_data, control records
+ * to conn->buf). */
+static void rx_done(struct kite_stream *s)
+{
+	struct uring_state *u = s->e->ring;
+	int bid = s->rx_bid;
+
+	if (bid >= 0) {
+		s->rxbuf = rxring_buf(u, bid);
+		s->rx_iov.iov_base = s->rxbuf;
+	} else if (s->rx_select && s->rx.role[0] == RO_RECV && s->rx.res[0] == -ENOBUFS) {
+		/* None free: this read goes into a buffer of the stream's own
+		 * (progress() arms it again). */
+		s->rx_select = false;
+		s->e->st.rx_nobufs++;
+		if (!s->rx_own && !(s->rx_own = malloc(ENG_RX_BUF)))
+			eng_fail(s, -ENOMEM);
+		return;
+	}
+	s->rx_select = false;
+	rx_handle(s);
+	if (bid >= 0) {
+		rxring_put(u, bid);
+		s->rx_bid = -1;
+	} else if (!u->br || !s->rx_own) {
+		return; /* the stream's own buffer for good, or none used */
+	} else {
+		/* Borrowed after ENOBUFS: idle streams hold none. */
+		free(s->rx_own);
+		s->rx_own = NULL;
+	}
+	s->rxbuf = NULL;
+	s->rx_have = s->rx_off = 0;
 }
 
 /* ---- Send ----------------------------------------------------------------- */
@@ -1314,6 +1464,8 @@ static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
 	ch = op->kind == UK_RX ? &s->rx : op->kind == UK_TX ? &s->tx : &s->misc;
 	ch->res[op->idx] = kite_sys->cqe ? kite_sys->cqe(uop_of(s, ch, op->idx), cqe->res)
 					 : cqe->res;
+	if (op->kind == UK_RX && (cqe->flags & IORING_CQE_F_BUFFER))
+		s->rx_bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 	ch->done |= (uint8_t)(1u << op->idx);
 	if (--ch->pend)
 		return;
@@ -1461,6 +1613,7 @@ static void u_fini(struct kite_engine *e)
 	if (!u)
 		return;
 	io_uring_queue_exit(&u->ring);
+	rxring_fini(u);
 	eng_pools_fini(e);
 	free(u);
 	e->ring = NULL;
@@ -1484,7 +1637,7 @@ static int u_init(struct kite_engine *e)
 	struct io_uring_params p;
 	struct io_uring_probe *probe;
 	struct uring_state *u;
-	char hint[160], miss[160] = "";
+	char hint[160], miss[160] = "", rxnote[96] = "own receive buffers";
 	unsigned first = basic ? 3 : 0;
 	int r = -EINVAL;
 
@@ -1567,6 +1720,7 @@ static int u_init(struct kite_engine *e)
 		}
 		e->fixed_bufs = true;
 		e->multishot = true;
+		rxring_init(e, u, rxnote, sizeof(rxnote));
 	}
 	{
 		/* SPLICE always runs in io-wq workers (it may block on the
@@ -1577,7 +1731,7 @@ static int u_init(struct kite_engine *e)
 		eng_sys(e, -1);
 	}
 	snprintf(e->detail, sizeof(e->detail), "io_uring %s%s%s%s%s, %s, %u %s buffers of %zu KiB, "
-		 "%u pipes of %zu KiB",
+		 "%u pipes of %zu KiB, %s",
 		 e->ring_flags & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER|" : "",
 		 e->ring_flags & IORING_SETUP_DEFER_TASKRUN ? "DEFER_TASKRUN|" : "",
 		 e->ring_flags & IORING_SETUP_COOP_TASKRUN ? "COOP_TASKRUN|" : "",
@@ -1585,7 +1739,7 @@ static int u_init(struct kite_engine *e)
 		 e->ring_flags ? "" : "no setup flags",
 		 e->multishot ? "multishot accept" : "single-shot accept",
 		 e->nbufs, e->fixed_bufs ? "registered" : "plain", e->cfg.buffer_size >> 10,
-		 e->npipes, e->pipe_cap >> 10);
+		 e->npipes, e->pipe_cap >> 10, rxnote);
 	return 0;
 fail:
 	eng_pools_fini(e);

@@ -324,6 +324,15 @@ struct kite_engine_config {
 	size_t buffer_size;    /* bytes per buffer: 16 KiB multiple, up to 256 KiB; default 64 KiB */
 	size_t small_max;      /* file ranges up to this go READ_FIXED -> SEND; default 16 KiB */
 	unsigned ring_entries; /* submission queue size; default 1024 */
+	/* Receive buffers shared by the streams of an io_uring engine (a
+	 * provided-buffer ring, Linux >= 5.19; rung uring): a stream waiting
+	 * for the peer holds no buffer, the kernel picks one when bytes
+	 * arrive and the engine takes it back once on_data returned. A power
+	 * of two up to 32768, default 256 (4 KiB each); a receive that finds
+	 * none left uses a buffer of the stream's own for that read (counted
+	 * in kite_engine_stats.rx_nobufs). 0: every stream keeps its own
+	 * 16.4 KiB receive buffer, as on the uring-basic and epoll rungs. */
+	unsigned rx_buffers;
 };
 
 /* Fill cfg with the defaults above (ctx NULL, no callbacks). */
@@ -457,6 +466,8 @@ struct kite_engine_stats {
 	int accept_error;         /* the last of them, -errno; 0: none */
 	uint64_t ktls_pushes;     /* kTLS TX sends that met a full socket and pushed
 				   * TCP's queued records first (see engine.c) */
+	uint64_t rx_nobufs;       /* receives that found no shared buffer free
+				   * (rx_buffers) and used the stream's own */
 };
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
 

@@ -487,12 +487,12 @@ void et_server_report(struct et_server *s, const char *title)
 	       (unsigned long long)st->timeouts, (unsigned long long)st->rejected,
 	       atomic_load(&s->ktx), atomic_load(&s->krx));
 	printf("syscalls %llu (enters %llu, handshake %llu), sqes %llu, pipe exhausted %llu, "
-	       "buffer waits %llu, rx paused %llu, peak queued %llu, kTLS pushes %llu\n",
+	       "buffer waits %llu, rx paused %llu, peak queued %llu, kTLS pushes %llu, rx no-bufs %llu\n",
 	       (unsigned long long)st->syscalls, (unsigned long long)st->enters,
 	       (unsigned long long)st->handshake_syscalls, (unsigned long long)st->sqes,
 	       (unsigned long long)st->pipe_exhausted, (unsigned long long)st->buffer_waits,
 	       (unsigned long long)st->rx_paused, (unsigned long long)st->peak_queued,
-	       (unsigned long long)st->ktls_pushes);
+	       (unsigned long long)st->ktls_pushes, (unsigned long long)st->rx_nobufs);
 	for (int i = 1; i < 160; i++)
 		if (atomic_load(&s->close_err[i]))
 			printf("  on_close(-%d %s): %u\n", i, kite_strerror(-i),

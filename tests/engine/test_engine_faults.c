@@ -23,6 +23,11 @@
  *               followed (GnuTLS answers from the receive side while the
  *               server's records are in flight: they must stay in order), or
  *               (kernel RX that cannot rekey) the end with -EKEYEXPIRED
+ *   rxbufs      one shared receive buffer (rx_buffers 1) for 48 clients that
+ *               upload and download at once: on the uring rung receives find
+ *               none free and use the stream's own (rx_nobufs > 0), every
+ *               upload's hash and every download's bytes still right; the
+ *               other rungs never share
  *   limits      max_streams: the rest is closed at once; pipelined requests
  *               beyond max_queued stop the stream's reading (backpressure);
  *               kite_stream_send() reports -ENOBUFS and on_drain resumes
@@ -30,7 +35,9 @@
  *   test_engine_faults [CASE] [--plain]     (no CASE: all of them)
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "etest.h"
@@ -361,6 +368,61 @@ static void case_exhaust(void)
 	et_close_files(f, 1);
 }
 
+/* ---- rxbufs ---- */
+
+/* Provided-buffer rings (IORING_REGISTER_PBUF_RING) came in Linux 5.19. */
+static bool kernel_has_buf_ring(void)
+{
+	struct utsname u;
+	unsigned maj = 0, min = 0;
+
+	return !uname(&u) && sscanf(u.release, "%u.%u", &maj, &min) == 2 &&
+	       (maj > 5 || (maj == 5 && min >= 19));
+}
+
+static void case_rxbufs(void)
+{
+	enum { N = 48 };
+	struct et_file f[1];
+	struct et_server srv;
+	struct et_client cl[N] = {0};
+	struct et_req q[N][2];
+	size_t up = et_scaled(256u << 10, 64u << 10), down = et_scaled(1u << 20, 128u << 10);
+	bool shared;
+
+	et_make_file(&f[0], down, 9);
+	setup(&srv, f, 1);
+	srv.cfg.rx_buffers = 1;
+	et_server_start(&srv, false);
+	for (unsigned i = 0; i < N; i++) {
+		memset(q[i], 0, sizeof(q[i]));
+		q[i][0].kind = 'P';
+		q[i][0].len = up + i * 1000u;
+		get_req(&q[i][1], 0, i * 777u, down - i * 777u, true);
+		cl[i].reqs = q[i];
+		cl[i].nreq = 2;
+	}
+	t_assert(et_run_clients(cl, N, plain ? NULL : cctx, srv.port, f, 120000) == 0, "timeout");
+	et_server_wait_closed(&srv, N, 5000);
+	et_server_stop(&srv);
+	et_server_report(&srv, "1 shared receive buffer");
+	for (unsigned i = 0; i < N; i++)
+		expect_ok(&cl[i], i, "rxbufs");
+	t_assert(srv.stats.closed_ok == N, "%llu closed ok", (unsigned long long)srv.stats.closed_ok);
+	shared = strstr(srv.detail, "1 shared receive buffers of 4 KiB") != NULL;
+	if (!strcmp(srv.name, "uring") && kernel_has_buf_ring()) {
+		t_assert(shared, "uring rung on Linux >= 5.19 without shared receive buffers: %s",
+			 srv.detail);
+		/* Every stream's receives were in flight at once: one buffer
+		 * cannot have been enough. */
+		t_assert(srv.stats.rx_nobufs > 0, "no receive ever found the shared buffer taken");
+	} else if (strcmp(srv.name, "uring")) {
+		t_assert(!shared && srv.stats.rx_nobufs == 0, "%s rung shares receive buffers: %s",
+			 srv.name, srv.detail);
+	}
+	et_close_files(f, 1);
+}
+
 /* ---- timeouts ---- */
 static void case_timeouts(void)
 {
@@ -513,6 +575,7 @@ int main(int argc, char **argv)
 		{"reset", case_reset},
 		{"truncate", case_truncate}, {"exhaust", case_exhaust},
 		{"timeouts", case_timeouts}, {"limits", case_limits}, {"keyupdate", case_keyupdate},
+		{"rxbufs", case_rxbufs},
 	};
 	const char *which = NULL;
 	bool found = false;

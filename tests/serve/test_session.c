@@ -200,6 +200,11 @@ static void split_request(void)
 		sess_data(&s, req + i, 1, 1);
 	}
 	t_assert(r.answered == 1 && r.statuses[0] == 200, "split request");
+	/* Everything answered: an idle keep-alive connection holds no input
+	 * buffer; a partial head keeps one. */
+	t_assert(!s.in && !s.in_cap && !r.closed, "idle connection keeps %zu bytes", s.in_cap);
+	sess_data(&s, req, 5, 2);
+	t_assert(s.in && s.in_len == 5, "partial head not kept");
 	sess_fini(&s);
 }
 

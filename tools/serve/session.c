@@ -159,8 +159,8 @@ static void process(struct session *s, uint64_t now)
 		s->paused = !s->paused;
 		s->tp->pause(s->t, s->paused);
 	}
-	/* An idle keep-alive connection keeps at most a small buffer. */
-	if (!s->in_len && s->in_cap > 4096) {
+	/* An idle keep-alive connection keeps no buffer (4 KiB each). */
+	if (!s->in_len && s->in) {
 		free(s->in);
 		s->in = NULL;
 		s->in_cap = 0;
