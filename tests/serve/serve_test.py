@@ -1195,7 +1195,7 @@ def lifecycle_metrics(t):
               'kite_requests_total{code="404"}', 'kite_bytes_total{path="ktls-splice"}',
               'kite_bytes_total{path="ktls-sendfile"}', 'kite_bytes_total{path="userspace-tls"}',
               'kite_errors_total{kind="timeout"}', 'kite_connections_closed_total{kind="ok"}',
-              'kite_ktls_connections_total{direction="tx"}'):
+              'kite_ktls_connections_total{direction="tx"}', "kite_engine_rx_nobufs_total"):
         check(k in m, "metrics lack %s" % k)
     check(m["kite_handshakes_total"] >= 2 and m['kite_requests_total{code="404"}'] >= 1, "counts")
     body = sum(v for k, v in m.items() if k.startswith("kite_bytes_total"))

@@ -159,6 +159,7 @@ static void sum(struct server *srv, struct serve_stats *t)
 		ADD(eng.closed_err); ADD(eng.timeouts); ADD(eng.recv_bytes);
 		ADD(eng.pipe_exhausted); ADD(eng.buffer_waits); ADD(eng.rx_paused);
 		ADD(eng.streams); ADD(eng.accept_errors); ADD(eng.ktls_pushes);
+		ADD(eng.rx_nobufs);
 		ADD(handshakes); ADD(resumptions); ADD(rejected_global); ADD(rejected_ip);
 		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
 #undef ADD
@@ -245,6 +246,9 @@ char *metrics_render(struct server *srv, size_t *len)
 	head(&o, "kite_ktls_pushes_total", "counter",
 	     "Kernel TLS sends that met a full socket; TCP's queued records were pushed first.");
 	emit(&o, "kite_ktls_pushes_total %llu\n", (unsigned long long)t->eng.ktls_pushes);
+	head(&o, "kite_engine_rx_nobufs_total", "counter",
+	     "Receives that found no shared receive buffer free and used the connection's own.");
+	emit(&o, "kite_engine_rx_nobufs_total %llu\n", (unsigned long long)t->eng.rx_nobufs);
 	head(&o, "kite_connections_closed_total", "counter", "Connections ended, by how.");
 	for (int k = 0; k < CK_COUNT; k++)
 		emit(&o, "kite_connections_closed_total{kind=\"%s\"} %llu\n", kind_names[k],
