@@ -100,6 +100,9 @@ struct kite_stream {
 	bool opened;          /* on_open delivered */
 	bool ktx, krx;        /* kernel TLS per direction */
 	bool close_req;       /* kite_stream_close(): finish after the queue */
+	/* TLS server stream before the client's first bytes: no conn yet
+	 * (eng_tls_begin() makes it); hs_polled: the wait for them is armed. */
+	bool tls_wait, hs_polled;
 	bool notify_sent;     /* close_notify (or nothing, plaintext) done */
 	bool fin_sent;        /* shutdown(SHUT_WR) done */
 	bool rx_eof;          /* peer finished sending */
@@ -256,6 +259,7 @@ KITE_HIDDEN void eng_finish(struct kite_stream *s);
 /* The backend has closed fd and the kernel holds nothing of s. */
 KITE_HIDDEN void eng_zombie(struct kite_stream *s);
 KITE_HIDDEN struct kite_stream *eng_stream_new(struct kite_engine *e, int fd);
+KITE_HIDDEN int eng_tls_begin(struct kite_stream *s);
 /* Handshake done: offload state, transports, on_open. */
 KITE_HIDDEN void eng_opened(struct kite_stream *s);
 /* Deliver plaintext (len 0: end of the peer's data). */

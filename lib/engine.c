@@ -399,10 +399,25 @@ int kite_engine_add_listener(struct kite_engine *e, int fd)
 
 /* ---- Streams: creation and end ------------------------------------------ */
 
-/* A stream for a connected socket. With TLS the GnuTLS session talks
- * through eng_push/eng_pull (below), which count every syscall they make
- * and, after the handshake, move records through memory the backend fills
- * and empties. */
+/* The stream's TLS session, in the role and with the context the engine has
+ * now. Its GnuTLS session talks through eng_push/eng_pull (below), which
+ * count every syscall they make and, after the handshake, move records
+ * through memory the backend fills and empties. */
+int eng_tls_begin(struct kite_stream *s)
+{
+	int r;
+
+	s->tls_wait = false;
+	r = kite_conn_create(&s->conn, s->e->cfg.ctx, s->fd);
+	if (r)
+		return r;
+	eng_tls_transport(s);
+	return 0;
+}
+
+/* A stream for a connected socket. A server's TLS session (GnuTLS state,
+ * some 10 KiB) is made only when the client's first bytes arrive: a
+ * connection that never speaks costs little more than the stream. */
 struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
 {
 	struct kite_stream *s = calloc(1, sizeof(*s));
@@ -415,12 +430,11 @@ struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
 	s->qtail = &s->qhead;
 	s->state = ST_HANDSHAKE;
 	s->t_start = s->t_active = eng_now_ms();
-	if (e->cfg.ctx) {
-		if (kite_conn_create(&s->conn, e->cfg.ctx, fd)) {
-			free(s);
-			return NULL;
-		}
-		eng_tls_transport(s);
+	if (e->cfg.ctx && e->cfg.ctx->role == KITE_SERVER) {
+		s->tls_wait = true;
+	} else if (e->cfg.ctx && eng_tls_begin(s)) {
+		free(s);
+		return NULL;
 	}
 	s->next = e->streams;
 	if (e->streams)

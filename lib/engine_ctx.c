@@ -23,7 +23,7 @@ void kite_engine_set_ctx(struct kite_engine *e, struct kite_ctx *ctx)
 		return;
 	/* The engine borrows cfg.ctx (kite_engine_config: "must outlive the
 	 * engine"), so no reference moves here. The only reader is
-	 * eng_stream_new() on this engine's thread, and every stream it made
+	 * eng_tls_begin() on this engine's thread, and every stream it made
 	 * holds its own reference: the caller may destroy the old context as
 	 * soon as this returns. */
 	e->cfg.ctx = ctx;

@@ -89,7 +89,10 @@ static int ep_attach(struct kite_stream *s)
 	eng_sys(s->e, -1);
 	if (epoll_ctl(s->e->epfd, EPOLL_CTL_ADD, s->fd, &ev))
 		return -errno;
-	s->can_read = s->can_write = true;
+	/* Try at once; but a TLS server stream waits for the client's first
+	 * bytes, whose edge the ADD reports if they are already there. */
+	s->can_read = !s->tls_wait;
+	s->can_write = true;
 	return 0;
 }
 
@@ -412,6 +415,17 @@ static void ep_progress(struct kite_stream *s)
 
 	switch (s->state) {
 	case ST_HANDSHAKE:
+		if (s->tls_wait) {
+			/* A server's TLS session waits for the client's first
+			 * bytes (or its hang-up). */
+			if (!s->can_read)
+				return;
+			r = eng_tls_begin(s);
+			if (r) {
+				eng_fail(s, r);
+				break;
+			}
+		}
 		if (s->conn) {
 			r = kite_handshake(s->conn);
 			if (r == -EAGAIN)

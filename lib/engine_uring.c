@@ -386,11 +386,24 @@ static void hs_step(struct kite_stream *s)
 	struct kite_conn *c = s->conn;
 	uint64_t now = eng_now_ms(), limit = e->cfg.handshake_timeout_ms;
 	struct io_uring_sqe *q;
-	unsigned left = 0;
+	unsigned left = 0, events = POLLIN;
 	int r;
 
-	if (c) {
-		r = kite_handshake(c);
+	if (s->tls_wait && s->hs_polled) {
+		/* The client spoke (or hung up): now the TLS session. */
+		r = eng_tls_begin(s);
+		if (r) {
+			eng_fail(s, r);
+			return;
+		}
+		c = s->conn;
+	}
+	if (c || s->tls_wait) {
+		r = c ? kite_handshake(c) : -EAGAIN;
+		if (c)
+			events = (unsigned)kite_conn_poll_events(c);
+		else
+			s->hs_polled = true;
 		if (r == -EAGAIN) {
 			if (limit) {
 				if (now >= s->t_start + limit) {
@@ -405,7 +418,7 @@ static void hs_step(struct kite_stream *s)
 			}
 			ch_begin(&s->rx);
 			q = c_op(e, &s->rx, s, UK_RX, RO_POLL, -1);
-			io_uring_prep_poll_add(q, s->fd, (unsigned)kite_conn_poll_events(c));
+			io_uring_prep_poll_add(q, s->fd, events);
 			if (left) {
 				c_link(q);
 				c_tmo(e, &s->rx, s, UK_RX, left, -1);

@@ -394,8 +394,9 @@ void *kite_engine_user(const struct kite_engine *e);
 
 /*
  * Give the engine a new TLS context for the connections it accepts or
- * adopts from now on (e.g. a reloaded certificate or ticket key); streams
- * already there keep the context they started with (each holds a
+ * adopts from now on (e.g. a reloaded certificate or ticket key; a server
+ * stream whose client has not sent its first bytes yet gets it too);
+ * streams already there keep the context they started with (each holds a
  * reference). Like cfg.ctx the engine borrows ctx: it must outlive the
  * engine or the next kite_engine_set_ctx(), while the previous context may
  * be destroyed as soon as this returns. Call it from the engine's thread
@@ -502,7 +503,9 @@ int kite_stream_close(struct kite_stream *s);
 void kite_stream_abort(struct kite_stream *s, int err);
 
 /* The stream's TLS connection (NULL for plaintext) for kite_conn_info() and
- * kite_conn_set_server_name() (clients: before the first kite_engine_run). */
+ * kite_conn_set_server_name() (clients: before the first kite_engine_run).
+ * A server stream makes it when the client's first bytes arrive: NULL
+ * before that, from on_open on always there. */
 struct kite_conn *kite_stream_conn(const struct kite_stream *s);
 int kite_stream_fd(const struct kite_stream *s);
 struct kite_engine *kite_stream_engine(const struct kite_stream *s);

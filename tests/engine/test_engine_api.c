@@ -4,7 +4,8 @@
  * behave as documented, destroy ends live streams with -ECANCELED, and an
  * engine works as a client too: a client-role engine uploads 300 KB (PUT,
  * through the server's receive path) and downloads 1 MB (SEND, through
- * its own), TLS and plaintext, then both sides close gracefully. Small on
+ * its own), TLS and plaintext, then both sides close gracefully. A server
+ * stream makes its TLS session only once the client has spoken. Small on
  * purpose: this is the test to run under valgrind.
  */
 #include <errno.h>
@@ -299,6 +300,61 @@ static void c_close(struct kite_stream *s, int err)
 	kite_engine_stop(kite_stream_engine(s));
 }
 
+/* A server stream makes its TLS session only when the client's first bytes
+ * arrive: a silent connection holds none, a ClientHello makes one. */
+static int waited_closes;
+
+static void count_close(struct kite_stream *s, int err)
+{
+	(void)s;
+	(void)err;
+	waited_closes++;
+}
+
+static void tls_after_first_bytes(struct t_creds *cr)
+{
+	struct kite_ctx *sctx = t_server_ctx(cr, NULL, KITE_KTLS_DEFAULT);
+	struct kite_ctx *cctx = t_client_ctx(NULL, KITE_KTLS_DEFAULT);
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	struct kite_engine_config c;
+	struct kite_engine *e;
+	struct kite_stream *s;
+	struct kite_conn *cc;
+	int l, cfd, sfd;
+
+	kite_engine_config_init(&c);
+	c.ctx = sctx;
+	c.on_close = count_close;
+	t_ok(kite_engine_create(&e, &c));
+	l = kite_listen_reuseport("127.0.0.1", 0, 4);
+	t_assert(l >= 0 && !getsockname(l, (struct sockaddr *)&a, &al), "listen");
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (cfd < 0 || (connect(cfd, (struct sockaddr *)&a, sizeof(a)) && errno != EINPROGRESS))
+		t_fail("connect: %s", strerror(errno));
+	sfd = accept(l, NULL, NULL);
+	t_assert(sfd >= 0, "accept");
+	t_ok(kite_engine_adopt(e, sfd, &s));
+	for (int i = 0; i < 3; i++)
+		t_ok(kite_engine_run(e, 20));
+	t_assert(waited_closes == 0, "silent stream closed");
+	t_assert(kite_stream_conn(s) == NULL, "a TLS session before the client said anything");
+	/* The client's ClientHello (non-blocking: it then waits for us). */
+	t_ok(kite_conn_create(&cc, cctx, cfd));
+	t_assert(kite_handshake(cc) == -EAGAIN, "client handshake should wait for the server");
+	for (int i = 0; i < 100 && !kite_stream_conn(s); i++)
+		t_ok(kite_engine_run(e, 10));
+	t_assert(waited_closes == 0, "stream closed after the ClientHello");
+	t_assert(kite_stream_conn(s) != NULL, "no TLS session after the ClientHello");
+	kite_engine_destroy(e); /* the stream ends with -ECANCELED */
+	t_assert(waited_closes == 1, "%d closes", waited_closes);
+	kite_conn_destroy(cc);
+	close(cfd);
+	close(l);
+	kite_ctx_destroy(sctx);
+	kite_ctx_destroy(cctx);
+}
+
 /* Both engines on this thread, turn by turn (run(e, 1)): no thread ever
  * blocks in io_uring_enter while the other needs to run. valgrind (3.19)
  * keeps its big lock across io_uring_enter, so this is the shape it can
@@ -414,6 +470,7 @@ int main(int argc, char **argv)
 	if (!single_thread)
 		stop_and_destroy();
 	t_make_creds(&cr);
+	tls_after_first_bytes(&cr);
 	engine_client(true, &cr);
 	engine_client(false, &cr);
 	printf("ok (KITE_ENGINE=%s)\n", et_rung());
