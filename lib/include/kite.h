@@ -331,7 +331,9 @@ struct kite_engine_config {
 	 * of two up to 32768, default 256 (4 KiB each); a receive that finds
 	 * none left uses a buffer of the stream's own for that read (counted
 	 * in kite_engine_stats.rx_nobufs). 0: every stream keeps its own
-	 * 16.4 KiB receive buffer, as on the uring-basic and epoll rungs. */
+	 * 16.4 KiB receive buffer, as on the uring-basic rung (the epoll
+	 * rung reads when the socket is readable, into one buffer per
+	 * engine). */
 	unsigned rx_buffers;
 };
 
