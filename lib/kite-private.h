@@ -53,7 +53,7 @@ struct kite_sys {
 	int (*cqe)(int uop, int res);
 };
 
-/* What an io_uring operation did, for kite_sys.cqe (engine_uring.c). */
+/* What an io_uring operation did, for kite_sys.cqe (engine/uring.c). */
 enum kite_uop {
 	KITE_UOP_ACCEPT,
 	KITE_UOP_RECV,        /* socket -> buffer (userspace TLS, plaintext) */

@@ -468,7 +468,7 @@ struct kite_engine_stats {
 				   * retried after ~100 ms */
 	int accept_error;         /* the last of them, -errno; 0: none */
 	uint64_t ktls_pushes;     /* kTLS TX sends that met a full socket and pushed
-				   * TCP's queued records first (see engine.c) */
+				   * TCP's queued records first (see engine/core.c) */
 	uint64_t rx_nobufs;       /* receives that found no shared buffer free
 				   * (rx_buffers) and used the stream's own */
 };

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The engine's dispatch loop (lib/engine.c) on its own, with a recording
+ * The engine's dispatch loop (lib/engine/core.c) on its own, with a recording
  * backend instead of a kernel: every kicked stream runs progress() exactly
  * once per kick, in kick order, and a stream that turns into a zombie
  * while on the kick list neither runs nor cuts off the streams queued
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "engine-private.h"
+#include "engine/core.h"
 
 #define NS 6
 

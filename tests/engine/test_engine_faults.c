@@ -42,7 +42,7 @@
 
 #include "etest.h"
 
-/* lib/engine.c, internal: every stream's state, when a round times out. */
+/* lib/engine/core.c, internal: every stream's state, when a round times out. */
 void eng_debug_dump(const struct kite_engine *e);
 
 static struct kite_ctx *sctx, *cctx;
@@ -150,7 +150,7 @@ static void case_stall(void)
 /* ---- sndbuf ---- */
 /* A small send buffer: with kTLS TX every round meets a full socket. kTLS
  * queues each record in TCP marked "more follows" and answers EAGAIN
- * without pushing it, so the engine must push (engine.c, eng_ktls_push) or
+ * without pushing it, so the engine must push (engine/core.c, eng_ktls_push) or
  * the stream waits for room forever with one record unsent. */
 static void sndbuf_run(bool copy)
 {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kite_engine_set_ctx (lib/engine_ctx.c), what kite-serve's SIGHUP relies
+ * kite_engine_set_ctx (lib/engine/ctx.c), what kite-serve's SIGHUP relies
  * on: connections accepted after the call use the new context, those
  * already there keep theirs and keep working after the caller has dropped
  * it, and calls that would change the engine's kind are ignored.

@@ -6,7 +6,7 @@
  * context it was created with alive through its own reference
  * (kite_conn_create), so nothing in flight is disturbed.
  */
-#include "engine-private.h"
+#include "core.h"
 
 void kite_engine_set_ctx(struct kite_engine *e, struct kite_ctx *ctx)
 {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Engine internals shared by the front end (engine.c), the resource pools
- * (engine_pool.c) and the two backends (engine_uring.c, engine_epoll.c).
+ * Engine internals shared by the core (core.c), the resource pools
+ * (pool.c) and the two backends (uring.c, epoll.c).
  *
  * Shape: every event (a completion, readiness, an API call from a
  * callback) only updates a stream's state and "kicks" it; the loop then
@@ -59,7 +59,7 @@ struct eng_item {
 
 /* One submission of a chain (io_uring). user_data points here. */
 struct uop {
-	uint8_t kind;         /* enum uop_kind (engine_uring.c) */
+	uint8_t kind;         /* enum uop_kind (engine/uring.c) */
 	uint8_t idx;          /* position in its chain */
 	void *owner;          /* stream or listener */
 };
@@ -157,7 +157,7 @@ struct kite_stream {
 
 	/* io_uring backend */
 	struct uchain rx, tx, misc;
-	uint8_t tx_kind;       /* what the TX chain in flight is (engine_uring.c) */
+	uint8_t tx_kind;       /* what the TX chain in flight is (engine/uring.c) */
 	uint8_t tx_path;       /* path charged for it */
 	uint32_t tx_len;       /* bytes it was asked to move */
 	bool need_pollout;     /* last splice into the socket said EAGAIN */
@@ -174,7 +174,7 @@ struct kite_stream {
 	uint8_t *ebuf;         /* file bytes for GnuTLS to encrypt (epoll rung) */
 };
 
-/* A backend: the ring or epoll. The choice is made once, in engine.c. */
+/* A backend: the ring or epoll. The choice is made once, in core.c. */
 struct eng_backend {
 	const char *name;
 	/* Set up; on failure return -errno and write why into e->reason. */
@@ -223,7 +223,7 @@ struct kite_engine {
 	struct eng_listener listeners[ENG_MAX_LISTENERS];
 	unsigned nlisteners;
 
-	/* Pools (engine_pool.c). */
+	/* Pools (pool.c). */
 	struct eng_pipe *pipes;
 	unsigned npipes;
 	int pipe_free;
@@ -244,12 +244,12 @@ struct kite_engine {
 	uint64_t next_tick;
 };
 
-/* ---- engine.c ---- */
+/* ---- core.c ---- */
 KITE_HIDDEN uint64_t eng_now_ms(void);
 KITE_HIDDEN void eng_kick(struct kite_stream *s);
 /* Abort: first error wins; the backend cancels and closes with a reset. */
 KITE_HIDDEN void eng_fail(struct kite_stream *s, int err);
-/* Kernel TLS TX met a full socket: send what TCP holds (see engine.c). */
+/* Kernel TLS TX met a full socket: send what TCP holds (see engine/core.c). */
 KITE_HIDDEN void eng_ktls_push(struct kite_stream *s);
 /* Every stream's state on stderr (tests that time out). */
 void eng_debug_dump(const struct kite_engine *e);
@@ -289,7 +289,7 @@ KITE_HIDDEN int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len
 KITE_HIDDEN void eng_dispatch(struct kite_engine *e);
 KITE_HIDDEN int eng_accepted(struct kite_engine *e, int fd);
 
-/* ---- engine_pool.c ---- */
+/* ---- pool.c ---- */
 KITE_HIDDEN int eng_pools_init(struct kite_engine *e);
 KITE_HIDDEN void eng_pools_fini(struct kite_engine *e);
 KITE_HIDDEN int eng_pipe_get(struct kite_engine *e);

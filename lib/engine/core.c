@@ -2,8 +2,8 @@
 /*
  * Engine front end: configuration, the runtime ladder (decided here and
  * nowhere else), streams and their send queues, callbacks, statistics, and
- * the GnuTLS transport of engine streams. The backends (engine_uring.c,
- * engine_epoll.c) only move bytes and report what happened.
+ * the GnuTLS transport of engine streams. The backends (uring.c, epoll.c)
+ * only move bytes and report what happened.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine-private.h"
+#include "core.h"
 
 static __thread char create_error[256];
 

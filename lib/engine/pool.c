@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine-private.h"
+#include "core.h"
 
 static int pipe_open(struct kite_engine *e, struct eng_pipe *p)
 {

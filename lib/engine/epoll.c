@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine-private.h"
+#include "core.h"
 
 /* epoll_event.data: a stream, or a tagged listener / the eventfd. */
 #define TAG_LISTENER 1u
@@ -116,7 +116,7 @@ static void rx_error(struct kite_stream *s, int err)
 	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
 		/* kTLS RX read the peer's FIN (no close_notify) after the user
 		 * chose to close: it reads nothing more anyway, so the queue
-		 * still goes out. (Userspace RX: see pull_eof() in engine.c.)
+		 * still goes out. (Userspace RX: see pull_eof() in engine/core.c.)
 		 * kite_recv() marked the whole connection dead; only RX is,
 		 * and the stream never reads again. */
 		s->conn->dead = 0;

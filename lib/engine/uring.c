@@ -22,7 +22,7 @@
 
 #include <liburing.h>
 
-#include "engine-private.h"
+#include "core.h"
 
 /* memcheck does not model the kernel writing our buffers through the ring
  * (RECV, RECVMSG, READ): say so where their CQEs arrive. No-ops when not
@@ -533,7 +533,7 @@ static void rx_error(struct kite_stream *s, int err)
 	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
 		/* kTLS RX read the peer's FIN (no close_notify) after the user
 		 * chose to close: it reads nothing more anyway, so the queue
-		 * still goes out. (Userspace RX: see pull_eof() in engine.c.) */
+		 * still goes out. (Userspace RX: see pull_eof() in engine/core.c.) */
 		s->rx_eof = true;
 		eng_kick(s);
 	} else {
@@ -876,7 +876,7 @@ static void copy_chain(struct kite_stream *s, struct eng_item *it)
 }
 
 /* Plaintext per userspace round: whole records, at most 16 of them (the
- * in-place staging needs ENG_REC_SLACK per record, see engine-private.h). */
+ * in-place staging needs ENG_REC_SLACK per record, see core.h). */
 static uint64_t user_round(struct kite_stream *s, uint64_t left)
 {
 	size_t rec = gnutls_record_get_max_size(s->conn->s);
