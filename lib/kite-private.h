@@ -12,7 +12,12 @@
 
 #include "kite.h"
 
-#define KITE_HIDDEN __attribute__((visibility("hidden")))
+/* Symbol rule: libkite is compiled with -fvisibility=hidden and only kite.h
+ * switches visibility back to default, so nothing declared here can be
+ * exported; libkite.map then pins the exported list. Private declarations
+ * need no marking. KITE_HIDDEN is a no-op spelling of that default, left
+ * only until its last users drop it. */
+#define KITE_HIDDEN
 
 /* Record content types (RFC 8446 5.1). */
 enum {
@@ -69,7 +74,7 @@ enum kite_uop {
 /* Wipe through the seam: every key buffer in libkite goes through here. */
 void kite_wipe(void *p, size_t n);
 
-KITE_HIDDEN extern const struct kite_sys *kite_sys;
+extern const struct kite_sys *kite_sys;
 /* Replace the seam (NULL restores libc). Not thread-safe: tests only. */
 void kite_sys_set(const struct kite_sys *ops);
 extern const struct kite_sys kite_sys_libc;
@@ -160,8 +165,8 @@ struct kite_rx_ops {
 	ssize_t (*recv)(struct kite_conn *c, void *buf, size_t len);
 };
 
-KITE_HIDDEN extern const struct kite_tx_ops kite_tx_ktls, kite_tx_user;
-KITE_HIDDEN extern const struct kite_rx_ops kite_rx_ktls, kite_rx_user;
+extern const struct kite_tx_ops kite_tx_ktls, kite_tx_user;
+extern const struct kite_rx_ops kite_rx_ktls, kite_rx_user;
 
 struct kite_conn {
 	struct kite_ctx *ctx;

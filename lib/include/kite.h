@@ -27,6 +27,9 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define KITE_MUST_CHECK __attribute__((warn_unused_result))
+/* libkite is compiled with hidden visibility: what this header declares is
+ * the only thing it can export (libkite.map then pins the list). */
+#pragma GCC visibility push(default)
 #else
 #define KITE_MUST_CHECK
 #endif
@@ -529,6 +532,10 @@ uint64_t kite_stream_sent(const struct kite_stream *s);
 void kite_stream_pause_rx(struct kite_stream *s, bool pause);
 
 /* ==== end of engine ===================================================== */
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
