@@ -383,7 +383,7 @@ int kite_engine_add_listener(struct kite_engine *e, int fd)
 	if (!acc)
 		return -EINVAL; /* not listening */
 	if (e->nlisteners >= ENG_MAX_LISTENERS)
-		return -EBUSY;
+		return -ENOSPC; /* every listener slot is taken */
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK))
 		return -errno;
@@ -701,8 +701,10 @@ int kite_engine_run(struct kite_engine *e, int timeout_ms)
 
 	if (!e)
 		return -EINVAL;
+	/* From a callback: the outer run is this very loop, which would
+	 * deadlock on itself. */
 	if (e->in_run)
-		return -EBUSY;
+		return -EDEADLK;
 	e->in_run = true;
 	/* A write into a socket the peer has reset raises SIGPIPE unless the
 	 * call says MSG_NOSIGNAL; sendfile(2) and splice cannot. Keep it

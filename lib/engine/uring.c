@@ -413,7 +413,7 @@ static void hs_step(struct kite_stream *s)
 				left = (unsigned)(s->t_start + limit - now);
 			}
 			if (!u_room(e, 2)) {
-				eng_fail(s, -EBUSY);
+				eng_fail(s, -EAGAIN); /* submission ring full */
 				return;
 			}
 			ch_begin(&s->rx);
@@ -470,7 +470,7 @@ static void rx_arm(struct kite_stream *s)
 		return;
 	}
 	if (!u_room(e, 2)) {
-		eng_fail(s, -EBUSY);
+		eng_fail(s, -EAGAIN); /* submission ring full */
 		return;
 	}
 	ch_begin(&s->rx);
@@ -977,7 +977,7 @@ static void tx_next(struct kite_stream *s)
 			return;
 		}
 		if (!u_room(e, 4)) {
-			eng_fail(s, -EBUSY);
+			eng_fail(s, -EAGAIN); /* submission ring full */
 			return;
 		}
 		/* Records leave in the order GnuTLS made them: first the rest of

@@ -295,7 +295,9 @@ struct kite_engine_config {
 	 * (-ECANCELED); the stream pointer is invalid after it returns. err is
 	 * 0 after a graceful kite_stream_close(), else -errno: -ETIMEDOUT
 	 * (handshake, idle or stalled-send timeout), -ENODATA (file shorter
-	 * than queued), -ECONNRESET, -EPROTO, ... */
+	 * than queued), -ECONNRESET, -EPROTO, -EAGAIN (the io_uring
+	 * submission queue had no room for the stream's next operation:
+	 * raise ring_entries), ... */
 	void (*on_open)(struct kite_stream *s);  /* handshake done, offload decided */
 	/* Plaintext received; buf is valid during the call. len == 0 (buf
 	 * NULL): the peer finished sending (close_notify, or FIN in
@@ -364,7 +366,7 @@ void kite_engine_destroy(struct kite_engine *e);
  * Accept connections from a listening TCP socket (owned by the caller, kept
  * open until the engine is destroyed; made O_NONBLOCK). Accepted streams
  * start their handshake at once. Returns 0, -EINVAL (fd < 0 or not
- * listening), -ENOTSOCK, -EBUSY (more than 16 listeners), -errno of fcntl.
+ * listening), -ENOTSOCK, -ENOSPC (16 listeners already), -errno of fcntl.
  */
 KITE_MUST_CHECK int kite_engine_add_listener(struct kite_engine *e, int fd);
 
@@ -386,9 +388,9 @@ KITE_MUST_CHECK int kite_engine_adopt(struct kite_engine *e, int fd, struct kite
 /*
  * Run the loop until kite_engine_stop() (the request is consumed) or until
  * timeout_ms has passed (< 0: no limit; 0: handle what is ready, do not
- * wait). Returns 0, -EBUSY when called from a callback, -EEXIST from
- * another thread than the first run's (io_uring SINGLE_ISSUER), or the
- * -errno of a failed io_uring_enter / epoll_wait.
+ * wait). Returns 0, -EDEADLK when called from a callback (a run inside
+ * the run), -EEXIST from another thread than the first run's (io_uring
+ * SINGLE_ISSUER), or the -errno of a failed io_uring_enter / epoll_wait.
  */
 KITE_MUST_CHECK int kite_engine_run(struct kite_engine *e, int timeout_ms);
 

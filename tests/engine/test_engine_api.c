@@ -137,6 +137,43 @@ static void bad_calls(void)
 	kite_engine_destroy(e);
 }
 
+/* A run from inside a callback would wait on the loop it is part of. */
+static int nested_run = 1;
+static void run_in_callback(struct kite_stream *s)
+{
+	nested_run = kite_engine_run(kite_stream_engine(s), 0);
+}
+
+/* Distinct failures, distinct codes: a full listener table and a nested
+ * run each say what they are. */
+static void error_codes(void)
+{
+	struct kite_engine_config c;
+	struct kite_engine *e;
+	struct kite_stream *s;
+	int fds[17], sv[2];
+
+	kite_engine_config_init(&c);
+	c.on_open = run_in_callback;
+	t_ok(kite_engine_create(&e, &c));
+	for (int i = 0; i < 17; i++) {
+		fds[i] = kite_listen_reuseport("127.0.0.1", 0, 4);
+		t_assert(fds[i] >= 0, "listen: %d", fds[i]);
+		if (i < 16)
+			t_ok(kite_engine_add_listener(e, fds[i]));
+	}
+	t_assert(kite_engine_add_listener(e, fds[16]) == -ENOSPC, "17th listener: want -ENOSPC");
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		t_fail("socketpair");
+	t_ok(kite_engine_adopt(e, sv[0], &s)); /* plaintext: on_open at the first run */
+	t_ok(kite_engine_run(e, 0));
+	t_assert(nested_run == -EDEADLK, "run from a callback: %d, want -EDEADLK", nested_run);
+	close(sv[1]);
+	kite_engine_destroy(e);
+	for (int i = 0; i < 17; i++)
+		close(fds[i]);
+}
+
 /* kite_engine_stop() from another thread wakes run(-1); destroy ends a
  * live stream with -ECANCELED. */
 static int cancelled;
@@ -467,6 +504,7 @@ int main(int argc, char **argv)
 
 	bad_configs();
 	bad_calls();
+	error_codes();
 	if (!single_thread)
 		stop_and_destroy();
 	t_make_creds(&cr);
