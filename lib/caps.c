@@ -16,13 +16,6 @@
 
 #include "kite-private.h"
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 static struct kite_caps caps;
 static const struct kite_caps *override;
 static pthread_once_t once = PTHREAD_ONCE_INIT;

@@ -11,10 +11,6 @@
 
 #include "kite-private.h"
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-
 /* Bytes per kernel call: bounds the records one call can add between two
  * AEAD-limit read-backs (kite_ktls_account()). */
 #define KITE_MAX_CALL (64u << 20)

@@ -4,12 +4,12 @@
 #define KITE_PRIVATE_H
 
 #include <gnutls/gnutls.h>
-#include <linux/tls.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "compat.h"
 #include "kite.h"
 
 /* Symbol rule: libkite is compiled with -fvisibility=hidden and only kite.h

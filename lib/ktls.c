@@ -31,13 +31,6 @@ void kite_ktls_push(int fd)
 	}
 }
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 struct cipher_desc {
 	const char *name;
 	gnutls_cipher_algorithm_t gnutls;

@@ -27,13 +27,6 @@
 #include "common.h"
 #include "kite-private.h"
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 /* ---- The simulated kernel ------------------------------------------------ */
 
 enum ev_kind { EV_ULP, EV_SET, EV_CTRL };

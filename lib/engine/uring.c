@@ -37,10 +37,6 @@
 #define ENG_DEFINED(p, n) ((void)(p), (void)(n))
 #endif
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-
 enum uop_kind { UK_NONE, UK_ACCEPT, UK_EVENTFD, UK_RX, UK_TX, UK_MISC };
 
 enum role { RO_NONE, RO_POLL, RO_TMO, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE, RO_SHUT };

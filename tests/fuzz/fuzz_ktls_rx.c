@@ -11,16 +11,11 @@
  * connection stays dead; nothing reads or writes out of bounds.
  */
 #include <errno.h>
-#include <linux/tls.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "kite-private.h"
-
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
