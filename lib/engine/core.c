@@ -303,15 +303,15 @@ void eng_debug_dump(const struct kite_engine *e)
 		const struct eng_item *it = s->qhead;
 
 		fprintf(stderr, "stream kicked %d fd %d: state %d close_req %d ktx %d krx %d rx_eof %d "
-			"rx_paused %d rx_hold %d waiting %d | tx kind %u pend %u n %u done %#x | "
-			"rx pend %u n %u | misc pend %u | pipe %d fill %u dirty %d buf %d "
-			"need_pollout %d queued %zu sent %llu head %s left %llu len %llu\n",
+			"rx_paused %d rx_hold %d waiting %d | pipe %d fill %u dirty %d buf %d "
+			"queued %zu sent %llu head %s left %llu len %llu | ",
 			s->kicked, s->fd, (int)s->state, s->close_req, s->ktx, s->krx, s->rx_eof, s->rx_paused,
-			s->rx_hold, s->waiting, s->tx_kind, s->tx.pend, s->tx.n, s->tx.done,
-			s->rx.pend, s->rx.n, s->misc.pend, s->pipe, s->pipe_fill, s->pipe_dirty,
-			s->buf, s->need_pollout, s->queued, (unsigned long long)s->sent,
-			!it ? "-" : it->kind == ITEM_BUF ? "buf" : "file",
+			s->rx_hold, s->waiting, s->pipe, s->pipe_fill, s->pipe_dirty, s->buf, s->queued,
+			(unsigned long long)s->sent, !it ? "-" : it->kind == ITEM_BUF ? "buf" : "file",
 			it ? (unsigned long long)it->left : 0ull, it ? (unsigned long long)it->len : 0ull);
+		if (e->be->dump)
+			e->be->dump(s);
+		fputc('\n', stderr);
 	}
 }
 
@@ -420,13 +420,15 @@ int eng_tls_begin(struct kite_stream *s)
  * connection that never speaks costs little more than the stream. */
 struct kite_stream *eng_stream_new(struct kite_engine *e, int fd)
 {
-	struct kite_stream *s = calloc(1, sizeof(*s));
+	/* The backend's struct starts with the core's (struct eng_backend). */
+	size_t size = e->be->stream_size ? e->be->stream_size : sizeof(struct kite_stream);
+	struct kite_stream *s = calloc(1, size);
 
 	if (!s)
 		return NULL;
 	s->e = e;
 	s->fd = fd;
-	s->pipe = s->buf = s->late_fd = s->rx_bid = -1;
+	s->pipe = s->buf = s->late_fd = -1;
 	s->qtail = &s->qhead;
 	s->state = ST_HANDSHAKE;
 	s->t_start = s->t_active = eng_now_ms();
@@ -517,7 +519,7 @@ static void drop_queue(struct kite_stream *s)
 
 		s->qhead = it->next;
 		if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
-			if (head && s->tx.pend && s->late_fd < 0) {
+			if (head && s->e->be->tx_busy && s->e->be->tx_busy(s) && s->late_fd < 0) {
 				/* The ring may still read this descriptor (io_uring
 				 * looks a splice's or read's fd up when the op runs):
 				 * closed now, its number could be reused by another
@@ -621,8 +623,8 @@ static void stream_free(struct kite_stream *s)
 	if (s->late_fd >= 0) /* nothing is in flight any more */
 		close(s->late_fd);
 	kite_conn_destroy(s->conn);
-	free(s->rx_own);
-	free(s->ebuf);
+	if (e->be->stream_free)
+		e->be->stream_free(s);
 	free(s->stage_mem);
 	free(s);
 }

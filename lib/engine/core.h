@@ -12,10 +12,8 @@
 #ifndef KITE_ENGINE_PRIVATE_H
 #define KITE_ENGINE_PRIVATE_H
 
-#include <linux/time_types.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include "kite-private.h"
 
@@ -57,25 +55,6 @@ struct eng_item {
 	uint8_t data[];       /* ITEM_BUF copy */
 };
 
-/* One submission of a chain (io_uring). user_data points here. */
-struct uop {
-	uint8_t kind;         /* enum uop_kind (engine/uring.c) */
-	uint8_t idx;          /* position in its chain */
-	void *owner;          /* stream or listener */
-};
-
-/* A linked chain of up to 4 submissions whose results are judged together
- * once every one has completed. */
-struct uchain {
-	uint8_t n;            /* ops submitted */
-	uint8_t pend;         /* CQEs still to come */
-	uint8_t done;         /* bit per op: its CQE arrived */
-	uint8_t role[4];
-	int res[4];
-	struct uop op[4];
-	struct __kernel_timespec ts; /* LINK_TIMEOUT value: read by the kernel at submit */
-};
-
 struct eng_listener {
 	struct kite_engine *e;
 	int fd;
@@ -83,7 +62,6 @@ struct eng_listener {
 	bool multishot;
 	bool accepted_any;
 	uint64_t retry_at;    /* ms: re-arm after a transient accept error */
-	struct uop op;
 };
 
 struct kite_stream {
@@ -141,42 +119,29 @@ struct kite_stream {
 	uint8_t *stage_mem;
 	uint32_t stage_len, stage_off, stage_cap;
 
-	/* Received bytes being handled: rx_own, or during rx_done() a buffer
-	 * of the shared ring (io_uring rung; rx_bid says which, else -1). */
+	/* Userspace RX from memory (rx_mem): the bytes the backend received
+	 * that the GnuTLS transport hands to GnuTLS (eng_pull). */
 	uint8_t *rxbuf;
-	uint8_t *rx_own;      /* the stream's own, ENG_RX_BUF (no ring, or none free) */
-	int rx_bid;
-	bool rx_select;       /* the RX chain in flight asked the ring for a buffer */
 	uint32_t rx_have, rx_off;
-	bool rx_fin;          /* io_uring userspace RX: the socket returned 0 */
-
-	/* Control record being gathered (kTLS RX) in conn->buf. */
-	uint8_t ctrl_type;
-	uint32_t ctrl_have, ctrl_missing;
-	bool ctrl_ready;      /* complete, waiting for TX to be idle (KeyUpdate) */
-
-	/* io_uring backend */
-	struct uchain rx, tx, misc;
-	uint8_t tx_kind;       /* what the TX chain in flight is (engine/uring.c) */
-	uint8_t tx_path;       /* path charged for it */
-	uint32_t tx_len;       /* bytes it was asked to move */
-	bool need_pollout;     /* last splice into the socket said EAGAIN */
-	bool cancel_sent, close_sent;
-	struct msghdr rx_msg, tx_msg;
-	struct iovec rx_iov, tx_iov;
-	struct {
-		_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(uint8_t))];
-	} rx_cmsg, tx_cmsg;
-
-	/* epoll backend */
-	bool can_read, can_write;
-	uint64_t t_blocked;    /* ms: TX waiting for POLLOUT since */
-	uint8_t *ebuf;         /* file bytes for GnuTLS to encrypt (epoll rung) */
+	bool rx_fin;          /* the socket returned 0 after those bytes */
 };
 
 /* A backend: the ring or epoll. The choice is made once, in core.c. */
 struct eng_backend {
 	const char *name;
+	/* Size of the backend's stream struct, which starts with a struct
+	 * kite_stream (core fields) and adds the backend's own; 0: only the
+	 * core's (test backends). */
+	size_t stream_size;
+	/* Free what the backend allocated for s (optional; called once, when
+	 * the kernel holds nothing of s any more). */
+	void (*stream_free)(struct kite_stream *s);
+	/* Is an operation that may read the head item's file in flight?
+	 * (optional: none by default) */
+	bool (*tx_busy)(const struct kite_stream *s);
+	/* The backend's part of a stream's state, one line on stderr
+	 * (optional, tests that time out). */
+	void (*dump)(const struct kite_stream *s);
 	/* Set up; on failure return -errno and write why into e->reason. */
 	int (*init)(struct kite_engine *e);
 	void (*fini)(struct kite_engine *e);
@@ -238,41 +203,41 @@ struct kite_engine {
 	uint8_t *scratch;     /* decrypted bytes for on_data, ENG_RX_BUF */
 
 	/* Backend state. */
-	void *ring;           /* struct io_uring * */
-	int epfd;
+	void *ring;           /* io_uring rungs: struct uring_state (uring.c) */
+	int epfd;             /* epoll rung */
 	uint64_t inflight;    /* io_uring CQEs still expected (all owners) */
-	uint64_t next_tick;
+	uint64_t next_tick;   /* epoll rung: next timer scan, ms */
 };
 
 /* ---- core.c ---- */
-KITE_HIDDEN uint64_t eng_now_ms(void);
-KITE_HIDDEN void eng_kick(struct kite_stream *s);
+uint64_t eng_now_ms(void);
+void eng_kick(struct kite_stream *s);
 /* Abort: first error wins; the backend cancels and closes with a reset. */
-KITE_HIDDEN void eng_fail(struct kite_stream *s, int err);
+void eng_fail(struct kite_stream *s, int err);
 /* Kernel TLS TX met a full socket: send what TCP holds (see engine/core.c). */
-KITE_HIDDEN void eng_ktls_push(struct kite_stream *s);
+void eng_ktls_push(struct kite_stream *s);
 /* Every stream's state on stderr (tests that time out). */
 void eng_debug_dump(const struct kite_engine *e);
 
 /* Graceful end reached (linger over): close without reset. */
-KITE_HIDDEN void eng_finish(struct kite_stream *s);
+void eng_finish(struct kite_stream *s);
 /* The backend has closed fd and the kernel holds nothing of s. */
-KITE_HIDDEN void eng_zombie(struct kite_stream *s);
-KITE_HIDDEN struct kite_stream *eng_stream_new(struct kite_engine *e, int fd);
-KITE_HIDDEN int eng_tls_begin(struct kite_stream *s);
+void eng_zombie(struct kite_stream *s);
+struct kite_stream *eng_stream_new(struct kite_engine *e, int fd);
+int eng_tls_begin(struct kite_stream *s);
 /* Handshake done: offload state, transports, on_open. */
-KITE_HIDDEN void eng_opened(struct kite_stream *s);
+void eng_opened(struct kite_stream *s);
 /* Deliver plaintext (len 0: end of the peer's data). */
-KITE_HIDDEN void eng_deliver(struct kite_stream *s, const void *buf, size_t len);
+void eng_deliver(struct kite_stream *s, const void *buf, size_t len);
 /* Bytes of the head item went out; completes it when done. */
-KITE_HIDDEN void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int path);
-KITE_HIDDEN void eng_item_pop(struct kite_stream *s);
+void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int path);
+void eng_item_pop(struct kite_stream *s);
 /* May RX be armed now (open/linger, not paused, not at EOF)? Updates the
  * backpressure flag. */
-KITE_HIDDEN bool eng_rx_wanted(struct kite_stream *s);
+bool eng_rx_wanted(struct kite_stream *s);
 /* Does the stream have something to send? */
-KITE_HIDDEN bool eng_tx_work(const struct kite_stream *s);
-KITE_HIDDEN int eng_path(const struct kite_stream *s, int mech);
+bool eng_tx_work(const struct kite_stream *s);
+int eng_path(const struct kite_stream *s, int mech);
 enum { MECH_NONE, MECH_SPLICE, MECH_SENDFILE, MECH_COPY };
 /* Count a direct syscall (the engine's own, not the kernel's). */
 static inline void eng_sys(struct kite_engine *e, int path)
@@ -282,33 +247,33 @@ static inline void eng_sys(struct kite_engine *e, int path)
 		e->st.path[path].syscalls++;
 }
 /* TLS 1.3/1.2 records: GnuTLS transport of the engine's streams. */
-KITE_HIDDEN void eng_tls_transport(struct kite_stream *s);
+void eng_tls_transport(struct kite_stream *s);
 /* After kernel TX sent len bytes in calls operations: AEAD usage limit. */
-KITE_HIDDEN int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len);
+int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len);
 /* Run every stream on the kick list through progress(); reap zombies. */
-KITE_HIDDEN void eng_dispatch(struct kite_engine *e);
-KITE_HIDDEN int eng_accepted(struct kite_engine *e, int fd);
+void eng_dispatch(struct kite_engine *e);
+int eng_accepted(struct kite_engine *e, int fd);
 
 /* ---- pool.c ---- */
-KITE_HIDDEN int eng_pools_init(struct kite_engine *e);
-KITE_HIDDEN void eng_pools_fini(struct kite_engine *e);
-KITE_HIDDEN int eng_pipe_get(struct kite_engine *e);
-KITE_HIDDEN void eng_pipe_put(struct kite_engine *e, int idx, bool dirty);
-KITE_HIDDEN int eng_buf_get(struct kite_engine *e);
-KITE_HIDDEN void eng_buf_put(struct kite_engine *e, int idx);
+int eng_pools_init(struct kite_engine *e);
+void eng_pools_fini(struct kite_engine *e);
+int eng_pipe_get(struct kite_engine *e);
+void eng_pipe_put(struct kite_engine *e, int idx, bool dirty);
+int eng_buf_get(struct kite_engine *e);
+void eng_buf_put(struct kite_engine *e, int idx);
 static inline uint8_t *eng_buf(struct kite_engine *e, int idx)
 {
 	return e->bufmem + (size_t)idx * e->buf_stride;
 }
 /* Queue s until a pipe or buffer is released. */
-KITE_HIDDEN void eng_wait_resource(struct kite_stream *s);
+void eng_wait_resource(struct kite_stream *s);
 /* Release every resource s holds (after its ops completed). */
-KITE_HIDDEN void eng_release_all(struct kite_stream *s);
+void eng_release_all(struct kite_stream *s);
 
 /* ---- backends ---- */
-KITE_HIDDEN extern const struct eng_backend eng_epoll;
+extern const struct eng_backend eng_epoll;
 #ifdef KITE_WITH_LIBURING /* lib/meson.build: liburing found */
-KITE_HIDDEN extern const struct eng_backend eng_uring;
+extern const struct eng_backend eng_uring;
 #endif
 
 #endif /* KITE_ENGINE_PRIVATE_H */

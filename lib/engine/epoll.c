@@ -34,6 +34,25 @@
  * 4 * ENG_RX_BUF, enough for 4 full records and their overhead). */
 #define EP_RECORDS 4u
 
+/* A stream of this backend: the core's fields, then readiness and the
+ * read buffer of the userspace path. */
+struct ep_stream {
+	struct kite_stream super;
+	bool can_read, can_write;  /* edge seen, not yet read / written to EAGAIN */
+	uint64_t t_blocked;        /* ms: TX waiting for POLLOUT since */
+	uint8_t *ebuf;             /* file bytes for GnuTLS to encrypt */
+};
+
+static struct ep_stream *ep_of(struct kite_stream *s)
+{
+	return (struct ep_stream *)s;
+}
+
+static void ep_stream_free(struct kite_stream *s)
+{
+	free(ep_of(s)->ebuf);
+}
+
 static int ep_init(struct kite_engine *e)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_EVENTFD};
@@ -91,8 +110,8 @@ static int ep_attach(struct kite_stream *s)
 		return -errno;
 	/* Try at once; but a TLS server stream waits for the client's first
 	 * bytes, whose edge the ADD reports if they are already there. */
-	s->can_read = !s->tls_wait;
-	s->can_write = true;
+	ep_of(s)->can_read = !s->tls_wait;
+	ep_of(s)->can_write = true;
 	return 0;
 }
 
@@ -129,9 +148,9 @@ static void rx_error(struct kite_stream *s, int err)
 
 static void blocked(struct kite_stream *s)
 {
-	if (s->can_write)
-		s->t_blocked = eng_now_ms();
-	s->can_write = false;
+	if (ep_of(s)->can_write)
+		ep_of(s)->t_blocked = eng_now_ms();
+	ep_of(s)->can_write = false;
 	eng_ktls_push(s);
 }
 
@@ -224,13 +243,13 @@ static int stage_record(struct kite_stream *s, struct eng_item *it)
 		src = it->data + it->off;
 		s->stage_path = KITE_PATH_SEND;
 	} else {
-		if (!s->ebuf) {
-			s->ebuf = malloc(EP_RECORDS * KITE_MAX_RECORD);
-			if (!s->ebuf)
+		if (!ep_of(s)->ebuf) {
+			ep_of(s)->ebuf = malloc(EP_RECORDS * KITE_MAX_RECORD);
+			if (!ep_of(s)->ebuf)
 				return -ENOMEM;
 		}
 		do {
-			r = kite_sys->pread(it->fd, s->ebuf, n, (off_t)it->off);
+			r = kite_sys->pread(it->fd, ep_of(s)->ebuf, n, (off_t)it->off);
 			eng_sys(e, KITE_PATH_USER);
 		} while (r < 0 && errno == EINTR);
 		if (r < 0)
@@ -238,7 +257,7 @@ static int stage_record(struct kite_stream *s, struct eng_item *it)
 		if (r == 0)
 			return -ENODATA;
 		n = (size_t)r;
-		src = s->ebuf;
+		src = ep_of(s)->ebuf;
 		s->stage_path = KITE_PATH_USER;
 	}
 	while (done < n) {
@@ -305,7 +324,7 @@ static void ep_tx(struct kite_stream *s)
 	struct kite_engine *e = s->e;
 	size_t budget = EP_BUDGET;
 
-	while (s->can_write && (s->state == ST_OPEN || s->state == ST_LINGER)) {
+	while (ep_of(s)->can_write && (s->state == ST_OPEN || s->state == ST_LINGER)) {
 		struct eng_item *it;
 		int path = KITE_PATH_SEND;
 		ssize_t r;
@@ -362,7 +381,7 @@ static void ep_tx(struct kite_stream *s)
 			eng_fail(s, (int)r);
 			return;
 		}
-		s->t_blocked = 0;
+		ep_of(s)->t_blocked = 0;
 		budget = (size_t)r < budget ? budget - (size_t)r : 0;
 		eng_item_done(s, it, (uint64_t)r, path);
 		if (s->ktx && eng_ktls_account(s, 1, (size_t)r))
@@ -374,7 +393,7 @@ static void ep_rx(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
 
-	while (s->can_read && (s->state == ST_OPEN || s->state == ST_LINGER) && eng_rx_wanted(s)) {
+	while (ep_of(s)->can_read && (s->state == ST_OPEN || s->state == ST_LINGER) && eng_rx_wanted(s)) {
 		ssize_t n;
 
 		if (s->conn) {
@@ -400,7 +419,7 @@ static void ep_rx(struct kite_stream *s)
 			if (s->state == ST_LINGER)
 				eng_finish(s);
 		} else if (n == -EAGAIN) {
-			s->can_read = false;
+			ep_of(s)->can_read = false;
 		} else {
 			rx_error(s, (int)n);
 		}
@@ -418,7 +437,7 @@ static void ep_progress(struct kite_stream *s)
 		if (s->tls_wait) {
 			/* A server's TLS session waits for the client's first
 			 * bytes (or its hang-up). */
-			if (!s->can_read)
+			if (!ep_of(s)->can_read)
 				return;
 			r = eng_tls_begin(s);
 			if (r) {
@@ -519,8 +538,8 @@ static void ep_timers(struct kite_engine *e, uint64_t now)
 			break;
 		case ST_OPEN:
 			if (eng_tx_work(s)) {
-				if (!s->can_write && c->send_timeout_ms && s->t_blocked &&
-				    now >= s->t_blocked + c->send_timeout_ms)
+				if (!ep_of(s)->can_write && c->send_timeout_ms && ep_of(s)->t_blocked &&
+				    now >= ep_of(s)->t_blocked + c->send_timeout_ms)
 					eng_fail(s, -ETIMEDOUT);
 			} else if (c->idle_timeout_ms && now >= s->t_active + c->idle_timeout_ms) {
 				eng_fail(s, -ETIMEDOUT);
@@ -585,9 +604,9 @@ static int ep_wait(struct kite_engine *e, int timeout_ms)
 			struct kite_stream *s = ev[i].data.ptr;
 
 			if (ev[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-				s->can_read = true;
+				ep_of(s)->can_read = true;
 			if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-				s->can_write = true;
+				ep_of(s)->can_write = true;
 			eng_kick(s);
 		}
 	}
@@ -601,6 +620,8 @@ static int ep_wait(struct kite_engine *e, int timeout_ms)
 
 const struct eng_backend eng_epoll = {
 	.name = "epoll",
+	.stream_size = sizeof(struct ep_stream),
+	.stream_free = ep_stream_free,
 	.init = ep_init,
 	.fini = ep_fini,
 	.listen = ep_listen,

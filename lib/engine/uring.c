@@ -18,8 +18,10 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <linux/time_types.h>
 #include <liburing.h>
 
 #include "core.h"
@@ -54,12 +56,64 @@ enum tx_kind {
 	TXK_SHUT,    /* SHUTDOWN(SHUT_WR) */
 };
 
+/* One submission of a chain. user_data points here. */
+struct uop {
+	uint8_t kind;         /* enum uop_kind */
+	uint8_t idx;          /* position in its chain */
+	void *owner;          /* stream or listener */
+};
+
+/* A linked chain of up to 4 submissions whose results are judged together
+ * once every one has completed. */
+struct uchain {
+	uint8_t n;            /* ops submitted */
+	uint8_t pend;         /* CQEs still to come */
+	uint8_t done;         /* bit per op: its CQE arrived */
+	uint8_t role[4];
+	int res[4];
+	struct uop op[4];
+	struct __kernel_timespec ts; /* LINK_TIMEOUT value: read by the kernel at submit */
+};
+
+/* A stream of this backend: the core's fields, then its three chains
+ * (receive, send, cancel/close) and what they point the kernel at. */
+struct uring_stream {
+	struct kite_stream super;
+	struct uchain rx, tx, misc;
+	uint8_t tx_kind;       /* enum tx_kind: what the TX chain in flight is */
+	uint8_t tx_path;       /* path charged for it */
+	uint32_t tx_len;       /* bytes it was asked to move */
+	bool need_pollout;     /* last splice into the socket said EAGAIN */
+	bool cancel_sent, close_sent;
+	struct msghdr rx_msg, tx_msg;
+	struct iovec rx_iov, tx_iov;
+	struct {
+		_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(uint8_t))];
+	} rx_cmsg, tx_cmsg;
+	/* Receive buffer: a shared one (rx_bid, chosen by the kernel when
+	 * rx_select asked for one), or the stream's own (rx_own, ENG_RX_BUF:
+	 * no shared ring, or none was free). */
+	uint8_t *rx_own;
+	int rx_bid;
+	bool rx_select;
+	/* Control record being gathered (kTLS RX) in conn->buf. */
+	uint8_t ctrl_type;
+	uint32_t ctrl_have, ctrl_missing;
+	bool ctrl_ready;      /* complete, waiting for TX to be idle (KeyUpdate) */
+};
+
+static struct uring_stream *us(const struct kite_stream *s)
+{
+	return (struct uring_stream *)s;
+}
+
 /* The shared receive buffers' group (IOSQE_BUFFER_SELECT). */
 #define RX_BGID 0
 
 struct uring_state {
 	struct io_uring ring;
 	struct uop ev_op;
+	struct uop accept_op[ENG_MAX_LISTENERS]; /* one per e->listeners[] */
 	bool ev_armed;
 	bool disabled;       /* IORING_SETUP_R_DISABLED until the first run */
 	/* Shared receive buffers (cfg.rx_buffers): a provided-buffer ring of
@@ -147,9 +201,15 @@ static struct io_uring_sqe *c_tmo(struct kite_engine *e, struct uchain *ch, void
 
 /* ---- Listeners and the stop eventfd -------------------------------------- */
 
+static struct uop *accept_op(struct kite_engine *e, struct eng_listener *l)
+{
+	return &((struct uring_state *)e->ring)->accept_op[l - e->listeners];
+}
+
 static void arm_accept(struct kite_engine *e, struct eng_listener *l)
 {
 	struct io_uring_sqe *q;
+	struct uop *op;
 
 	if (l->armed || l->fd < 0 || !u_room(e, 1))
 		return;
@@ -161,9 +221,10 @@ static void arm_accept(struct kite_engine *e, struct eng_listener *l)
 		io_uring_prep_multishot_accept(q, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	else
 		io_uring_prep_accept(q, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	l->op.kind = UK_ACCEPT;
-	l->op.owner = l;
-	io_uring_sqe_set_data(q, &l->op);
+	op = accept_op(e, l);
+	op->kind = UK_ACCEPT;
+	op->owner = l;
+	io_uring_sqe_set_data(q, op);
 	l->armed = true;
 	e->inflight++;
 	e->st.sqes++;
@@ -249,8 +310,29 @@ static int u_listen(struct kite_engine *e, struct eng_listener *l)
 
 static int u_attach(struct kite_stream *s)
 {
-	(void)s;
+	us(s)->rx_bid = -1; /* no shared buffer held */
 	return 0;
+}
+
+static void u_stream_free(struct kite_stream *s)
+{
+	free(us(s)->rx_own);
+}
+
+/* The ring may still read the head item's file while a TX chain is in the
+ * kernel (io_uring looks a splice's or read's fd up when the op runs). */
+static bool u_tx_busy(const struct kite_stream *s)
+{
+	return us(s)->tx.pend;
+}
+
+static void u_dump(const struct kite_stream *s)
+{
+	const struct uring_stream *u = us(s);
+
+	fprintf(stderr, "tx kind %u pend %u n %u done %#x | rx pend %u n %u | misc pend %u | "
+		"need_pollout %d", u->tx_kind, u->tx.pend, u->tx.n, u->tx.done, u->rx.pend, u->rx.n,
+		u->misc.pend, u->need_pollout);
 }
 
 /* ---- Shared receive buffers ----------------------------------------------- */
@@ -336,24 +418,24 @@ static int rx_dest(struct kite_stream *s, void **dst, size_t *len)
 {
 	struct uring_state *u = s->e->ring;
 
-	s->rx_select = false;
-	if (s->krx && s->ctrl_have) {
+	us(s)->rx_select = false;
+	if (s->krx && us(s)->ctrl_have) {
 		/* The rest of a control record: the kernel hands out the
 		 * remainder of a partly read record before the next. */
-		*dst = s->conn->buf + s->ctrl_have;
-		*len = s->ctrl_missing;
+		*dst = s->conn->buf + us(s)->ctrl_have;
+		*len = us(s)->ctrl_missing;
 		return 0;
 	}
-	if (u->br && !s->rx_own) {
-		s->rx_select = true;
+	if (u->br && !us(s)->rx_own) {
+		us(s)->rx_select = true;
 		*dst = NULL;
 		*len = ENG_RX_RING_BUF;
 		return 0;
 	}
-	if (!s->rx_own && !(s->rx_own = malloc(ENG_RX_BUF)))
+	if (!us(s)->rx_own && !(us(s)->rx_own = malloc(ENG_RX_BUF)))
 		return -ENOMEM;
-	s->rxbuf = s->rx_own;
-	*dst = s->rx_own;
+	s->rxbuf = us(s)->rx_own;
+	*dst = us(s)->rx_own;
 	*len = ENG_RX_BUF;
 	return 0;
 }
@@ -412,12 +494,12 @@ static void hs_step(struct kite_stream *s)
 				eng_fail(s, -EAGAIN); /* submission ring full */
 				return;
 			}
-			ch_begin(&s->rx);
-			q = c_op(e, &s->rx, s, UK_RX, RO_POLL, -1);
+			ch_begin(&us(s)->rx);
+			q = c_op(e, &us(s)->rx, s, UK_RX, RO_POLL, -1);
 			io_uring_prep_poll_add(q, s->fd, events);
 			if (left) {
 				c_link(q);
-				c_tmo(e, &s->rx, s, UK_RX, left, -1);
+				c_tmo(e, &us(s)->rx, s, UK_RX, left, -1);
 			}
 			return;
 		}
@@ -454,7 +536,7 @@ static void rx_arm(struct kite_stream *s)
 
 		if (now < end)
 			tmo = (unsigned)(end - now);
-		else if (!eng_tx_work(s) && !s->tx.pend) {
+		else if (!eng_tx_work(s) && !us(s)->tx.pend) {
 			eng_fail(s, -ETIMEDOUT);
 			return;
 		} else
@@ -469,32 +551,32 @@ static void rx_arm(struct kite_stream *s)
 		eng_fail(s, -EAGAIN); /* submission ring full */
 		return;
 	}
-	ch_begin(&s->rx);
-	q = c_op(e, &s->rx, s, UK_RX, RO_RECV, -1);
+	ch_begin(&us(s)->rx);
+	q = c_op(e, &us(s)->rx, s, UK_RX, RO_RECV, -1);
 	if (s->krx) {
 		/* With a shared buffer the iovec gives only the length. */
-		s->rx_iov.iov_base = dst;
-		s->rx_iov.iov_len = len;
-		memset(&s->rx_msg, 0, sizeof(s->rx_msg));
-		s->rx_msg.msg_iov = &s->rx_iov;
-		s->rx_msg.msg_iovlen = 1;
+		us(s)->rx_iov.iov_base = dst;
+		us(s)->rx_iov.iov_len = len;
+		memset(&us(s)->rx_msg, 0, sizeof(us(s)->rx_msg));
+		us(s)->rx_msg.msg_iov = &us(s)->rx_iov;
+		us(s)->rx_msg.msg_iovlen = 1;
 		/* uapi (Documentation/networking/tls.rst): with a control
 		 * buffer each kTLS recvmsg returns records of one type and says
 		 * which in cmsg SOL_TLS/TLS_GET_RECORD_TYPE; without one a
 		 * non-data record at the head fails with EIO. */
-		s->rx_msg.msg_control = s->rx_cmsg.buf;
-		s->rx_msg.msg_controllen = sizeof(s->rx_cmsg.buf);
-		io_uring_prep_recvmsg(q, s->fd, &s->rx_msg, 0);
+		us(s)->rx_msg.msg_control = us(s)->rx_cmsg.buf;
+		us(s)->rx_msg.msg_controllen = sizeof(us(s)->rx_cmsg.buf);
+		io_uring_prep_recvmsg(q, s->fd, &us(s)->rx_msg, 0);
 	} else {
 		io_uring_prep_recv(q, s->fd, dst, len, 0);
 	}
-	if (s->rx_select) {
+	if (us(s)->rx_select) {
 		q->flags |= IOSQE_BUFFER_SELECT;
 		q->buf_group = RX_BGID;
 	}
 	if (tmo) {
 		c_link(q);
-		c_tmo(e, &s->rx, s, UK_RX, tmo, -1);
+		c_tmo(e, &us(s)->rx, s, UK_RX, tmo, -1);
 	}
 }
 
@@ -506,7 +588,7 @@ static void idle_arm(struct kite_stream *s)
 	struct io_uring_sqe *q;
 	unsigned ms;
 
-	if (!e->cfg.idle_timeout_ms || eng_tx_work(s) || s->tx.pend)
+	if (!e->cfg.idle_timeout_ms || eng_tx_work(s) || us(s)->tx.pend)
 		return;
 	if (now >= end) {
 		eng_fail(s, -ETIMEDOUT);
@@ -515,11 +597,11 @@ static void idle_arm(struct kite_stream *s)
 	if (!u_room(e, 1))
 		return;
 	ms = (unsigned)(end - now);
-	ch_begin(&s->rx);
-	s->rx.ts.tv_sec = ms / 1000;
-	s->rx.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-	q = c_op(e, &s->rx, s, UK_RX, RO_TMO, -1);
-	io_uring_prep_timeout(q, &s->rx.ts, 0, 0);
+	ch_begin(&us(s)->rx);
+	us(s)->rx.ts.tv_sec = ms / 1000;
+	us(s)->rx.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	q = c_op(e, &us(s)->rx, s, UK_RX, RO_TMO, -1);
+	io_uring_prep_timeout(q, &us(s)->rx.ts, 0, 0);
 }
 
 static void rx_error(struct kite_stream *s, int err)
@@ -569,11 +651,11 @@ static void ktls_control(struct kite_stream *s)
 	struct kite_conn *c = s->conn;
 	int r;
 
-	if (!s->ctrl_ready || (s->ctrl_type == KITE_CT_HANDSHAKE && s->tx.pend))
+	if (!us(s)->ctrl_ready || (us(s)->ctrl_type == KITE_CT_HANDSHAKE && us(s)->tx.pend))
 		return;
-	s->ctrl_ready = false;
-	r = kite_ktls_handle_control(c, s->ctrl_type, c->buf, s->ctrl_have);
-	s->ctrl_have = 0;
+	us(s)->ctrl_ready = false;
+	r = kite_ktls_handle_control(c, us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
+	us(s)->ctrl_have = 0;
 	if (r) {
 		rx_error(s, r);
 		return;
@@ -592,19 +674,19 @@ static void ktls_rx(struct kite_stream *s, int n)
 	struct cmsghdr *cm;
 	size_t miss;
 
-	if (s->rx_msg.msg_flags & MSG_CTRUNC) {
+	if (us(s)->rx_msg.msg_flags & MSG_CTRUNC) {
 		rx_error(s, kite_conn_fail(c, -EPROTO, "record type cmsg truncated"));
 		return;
 	}
-	for (cm = CMSG_FIRSTHDR(&s->rx_msg); cm; cm = CMSG_NXTHDR(&s->rx_msg, cm))
+	for (cm = CMSG_FIRSTHDR(&us(s)->rx_msg); cm; cm = CMSG_NXTHDR(&us(s)->rx_msg, cm))
 		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
 			memcpy(&type, CMSG_DATA(cm), 1);
-	if (s->ctrl_have) {
-		if (n == 0 || type != s->ctrl_type) {
+	if (us(s)->ctrl_have) {
+		if (n == 0 || type != us(s)->ctrl_type) {
 			rx_error(s, kite_conn_fail(c, -EPROTO, "truncated control record"));
 			return;
 		}
-		s->ctrl_have += (uint32_t)n;
+		us(s)->ctrl_have += (uint32_t)n;
 	} else if (n == 0) {
 		/* A close_notify would have arrived as an alert record. */
 		if (s->state == ST_LINGER) {
@@ -627,25 +709,25 @@ static void ktls_rx(struct kite_stream *s, int n)
 			return;
 		}
 		memcpy(c->buf, s->rxbuf, (size_t)n);
-		s->ctrl_type = type;
-		s->ctrl_have = (uint32_t)n;
+		us(s)->ctrl_type = type;
+		us(s)->ctrl_have = (uint32_t)n;
 	}
-	miss = kite_ktls_ctrl_missing(s->ctrl_type, c->buf, s->ctrl_have);
+	miss = kite_ktls_ctrl_missing(us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
 	if (miss) {
-		if (s->ctrl_have + miss > KITE_MAX_RECORD) {
+		if (us(s)->ctrl_have + miss > KITE_MAX_RECORD) {
 			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
 			return;
 		}
-		s->ctrl_missing = (uint32_t)miss; /* rx_arm() reads the rest */
+		us(s)->ctrl_missing = (uint32_t)miss; /* rx_arm() reads the rest */
 		return;
 	}
-	s->ctrl_ready = true;
+	us(s)->ctrl_ready = true;
 	ktls_control(s);
 }
 
 static void rx_handle(struct kite_stream *s)
 {
-	struct uchain *ch = &s->rx;
+	struct uchain *ch = &us(s)->rx;
 	struct kite_engine *e = s->e;
 	int res = ch->res[0];
 	bool fired = false;
@@ -666,7 +748,7 @@ static void rx_handle(struct kite_stream *s)
 			return;
 		if (s->state == ST_LINGER)
 			eng_finish(s);
-		else if (!eng_tx_work(s) && !s->tx.pend &&
+		else if (!eng_tx_work(s) && !us(s)->tx.pend &&
 			 eng_now_ms() >= s->t_active + e->cfg.idle_timeout_ms)
 			eng_fail(s, -ETIMEDOUT);
 		return;
@@ -683,9 +765,9 @@ static void rx_handle(struct kite_stream *s)
 		return;
 	}
 	if (s->krx) {
-		ENG_DEFINED(s->rx_iov.iov_base, (size_t)res);
-		ENG_DEFINED(&s->rx_msg, sizeof(s->rx_msg));
-		ENG_DEFINED(s->rx_cmsg.buf, sizeof(s->rx_cmsg.buf));
+		ENG_DEFINED(us(s)->rx_iov.iov_base, (size_t)res);
+		ENG_DEFINED(&us(s)->rx_msg, sizeof(us(s)->rx_msg));
+		ENG_DEFINED(us(s)->rx_cmsg.buf, sizeof(us(s)->rx_cmsg.buf));
 	} else {
 		ENG_DEFINED(s->rxbuf, (size_t)res);
 	}
@@ -713,31 +795,31 @@ static void rx_handle(struct kite_stream *s)
 static void rx_done(struct kite_stream *s)
 {
 	struct uring_state *u = s->e->ring;
-	int bid = s->rx_bid;
+	int bid = us(s)->rx_bid;
 
 	if (bid >= 0) {
 		s->rxbuf = rxring_buf(u, bid);
-		s->rx_iov.iov_base = s->rxbuf;
-	} else if (s->rx_select && s->rx.role[0] == RO_RECV && s->rx.res[0] == -ENOBUFS) {
+		us(s)->rx_iov.iov_base = s->rxbuf;
+	} else if (us(s)->rx_select && us(s)->rx.role[0] == RO_RECV && us(s)->rx.res[0] == -ENOBUFS) {
 		/* None free: this read goes into a buffer of the stream's own
 		 * (progress() arms it again). */
-		s->rx_select = false;
+		us(s)->rx_select = false;
 		s->e->st.rx_nobufs++;
-		if (!s->rx_own && !(s->rx_own = malloc(ENG_RX_BUF)))
+		if (!us(s)->rx_own && !(us(s)->rx_own = malloc(ENG_RX_BUF)))
 			eng_fail(s, -ENOMEM);
 		return;
 	}
-	s->rx_select = false;
+	us(s)->rx_select = false;
 	rx_handle(s);
 	if (bid >= 0) {
 		rxring_put(u, bid);
-		s->rx_bid = -1;
-	} else if (!u->br || !s->rx_own) {
+		us(s)->rx_bid = -1;
+	} else if (!u->br || !us(s)->rx_own) {
 		return; /* the stream's own buffer for good, or none used */
 	} else {
 		/* Borrowed after ENOBUFS: idle streams hold none. */
-		free(s->rx_own);
-		s->rx_own = NULL;
+		free(us(s)->rx_own);
+		us(s)->rx_own = NULL;
 	}
 	s->rxbuf = NULL;
 	s->rx_have = s->rx_off = 0;
@@ -752,16 +834,16 @@ static void stall_tmo(struct kite_stream *s, struct io_uring_sqe *q, int path)
 
 	if (ms) {
 		c_link(q);
-		c_tmo(s->e, &s->tx, s, UK_TX, ms, path);
+		c_tmo(s->e, &us(s)->tx, s, UK_TX, ms, path);
 	}
 }
 
 static void tx_begin(struct kite_stream *s, uint8_t kind, int path, size_t len)
 {
-	ch_begin(&s->tx);
-	s->tx_kind = kind;
-	s->tx_path = (uint8_t)path;
-	s->tx_len = (uint32_t)len;
+	ch_begin(&us(s)->tx);
+	us(s)->tx_kind = kind;
+	us(s)->tx_path = (uint8_t)path;
+	us(s)->tx_len = (uint32_t)len;
 }
 
 static void send_chain(struct kite_stream *s, uint8_t kind, int path, const void *p, size_t len,
@@ -770,7 +852,7 @@ static void send_chain(struct kite_stream *s, uint8_t kind, int path, const void
 	struct io_uring_sqe *q;
 
 	tx_begin(s, kind, path, len);
-	q = c_op(s->e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	q = c_op(s->e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	/* MSG_NOSIGNAL: a reset peer is an error, not SIGPIPE. MSG_MORE keeps
 	 * the kTLS record (or TCP segment) open for what follows at once.
 	 * Short sends are resubmitted by us: kTLS rejects MSG_WAITALL and
@@ -801,13 +883,13 @@ static void splice_chain(struct kite_stream *s, struct eng_item *it)
 		n -= KITE_MAX_RECORD;
 	more = it->left > n;
 	tx_begin(s, TXK_SPLICE, path, n);
-	q = c_op(e, &s->tx, s, UK_TX, RO_FILE_IN, path);
+	q = c_op(e, &us(s)->tx, s, UK_TX, RO_FILE_IN, path);
 	/* A short splice (end of file, partial page) fails the link: the
 	 * second SPLICE then completes -ECANCELED and the bytes wait in the
 	 * pipe for the next round. */
 	io_uring_prep_splice(q, it->fd, (int64_t)it->off, p->wr, -1, (unsigned)n, 0);
 	c_link(q);
-	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	/* SPLICE_F_MORE (MSG_MORE to kTLS) keeps the record open across
 	 * calls; never on the last chunk, or kTLS holds the final record. */
 	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, (unsigned)n, more ? SPLICE_F_MORE : 0);
@@ -823,18 +905,18 @@ static void drain_chain(struct kite_stream *s)
 	bool more = it && it->left > 0;
 
 	tx_begin(s, TXK_DRAIN, path, s->pipe_fill);
-	if (s->need_pollout) {
+	if (us(s)->need_pollout) {
 		/* The socket said EAGAIN (it is O_NONBLOCK, and splice has no
 		 * internal poll): wait for room, then splice. */
-		q = c_op(e, &s->tx, s, UK_TX, RO_POLL, path);
+		q = c_op(e, &us(s)->tx, s, UK_TX, RO_POLL, path);
 		io_uring_prep_poll_add(q, s->fd, POLLOUT);
 		c_link(q);
 		if (e->cfg.send_timeout_ms) {
-			q = c_tmo(e, &s->tx, s, UK_TX, e->cfg.send_timeout_ms, path);
+			q = c_tmo(e, &us(s)->tx, s, UK_TX, e->cfg.send_timeout_ms, path);
 			c_link(q);
 		}
 	}
-	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, s->pipe_fill, more ? SPLICE_F_MORE : 0);
 }
 
@@ -842,7 +924,7 @@ static struct io_uring_sqe *read_op(struct kite_stream *s, struct eng_item *it, 
 				    size_t n, int path)
 {
 	struct kite_engine *e = s->e;
-	struct io_uring_sqe *q = c_op(e, &s->tx, s, UK_TX, RO_FILE_IN, path);
+	struct io_uring_sqe *q = c_op(e, &us(s)->tx, s, UK_TX, RO_FILE_IN, path);
 
 	/* READ_FIXED: the buffer index names the registered buffer dst lies
 	 * in; the kernel skips pinning the pages for every read. */
@@ -866,7 +948,7 @@ static void copy_chain(struct kite_stream *s, struct eng_item *it)
 	/* A short read fails the link: the SEND is cancelled and the bytes
 	 * that did arrive go out in the next round. */
 	c_link(read_op(s, it, b, n, path));
-	q = c_op(e, &s->tx, s, UK_TX, RO_SOCK_OUT, path);
+	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	io_uring_prep_send(q, s->fd, b, (unsigned)n, MSG_NOSIGNAL | (more_after(it, n) ? MSG_MORE : 0));
 	stall_tmo(s, q, path);
 }
@@ -928,23 +1010,23 @@ static void notify_chain(struct kite_stream *s)
 	uint8_t type = KITE_CT_ALERT;
 
 	tx_begin(s, TXK_NOTIFY, -1, sizeof(alert));
-	s->tx_iov.iov_base = (void *)alert;
-	s->tx_iov.iov_len = sizeof(alert);
-	memset(&s->tx_msg, 0, sizeof(s->tx_msg));
-	memset(&s->tx_cmsg, 0, sizeof(s->tx_cmsg));
-	s->tx_msg.msg_iov = &s->tx_iov;
-	s->tx_msg.msg_iovlen = 1;
-	s->tx_msg.msg_control = s->tx_cmsg.buf;
-	s->tx_msg.msg_controllen = sizeof(s->tx_cmsg.buf);
-	cm = CMSG_FIRSTHDR(&s->tx_msg);
+	us(s)->tx_iov.iov_base = (void *)alert;
+	us(s)->tx_iov.iov_len = sizeof(alert);
+	memset(&us(s)->tx_msg, 0, sizeof(us(s)->tx_msg));
+	memset(&us(s)->tx_cmsg, 0, sizeof(us(s)->tx_cmsg));
+	us(s)->tx_msg.msg_iov = &us(s)->tx_iov;
+	us(s)->tx_msg.msg_iovlen = 1;
+	us(s)->tx_msg.msg_control = us(s)->tx_cmsg.buf;
+	us(s)->tx_msg.msg_controllen = sizeof(us(s)->tx_cmsg.buf);
+	cm = CMSG_FIRSTHDR(&us(s)->tx_msg);
 	/* uapi: cmsg SOL_TLS/TLS_SET_RECORD_TYPE makes this sendmsg one
 	 * record of that content type (flushing an open data record). */
 	cm->cmsg_level = SOL_TLS;
 	cm->cmsg_type = TLS_SET_RECORD_TYPE;
 	cm->cmsg_len = CMSG_LEN(sizeof(type));
 	memcpy(CMSG_DATA(cm), &type, sizeof(type));
-	q = c_op(s->e, &s->tx, s, UK_TX, RO_SOCK_OUT, -1);
-	io_uring_prep_sendmsg(q, s->fd, &s->tx_msg, MSG_NOSIGNAL);
+	q = c_op(s->e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, -1);
+	io_uring_prep_sendmsg(q, s->fd, &us(s)->tx_msg, MSG_NOSIGNAL);
 	stall_tmo(s, q, -1);
 }
 
@@ -953,7 +1035,7 @@ static void shut_chain(struct kite_stream *s)
 	struct io_uring_sqe *q;
 
 	tx_begin(s, TXK_SHUT, -1, 0);
-	q = c_op(s->e, &s->tx, s, UK_TX, RO_SHUT, -1);
+	q = c_op(s->e, &us(s)->tx, s, UK_TX, RO_SHUT, -1);
 	io_uring_prep_shutdown(q, s->fd, SHUT_WR);
 }
 
@@ -1138,18 +1220,18 @@ static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch);
  * timer that did not fire, and progress re-arms with the linger deadline. */
 static void linger_rearm(struct kite_stream *s)
 {
-	if (s->misc.pend || !u_room(s->e, 4))
+	if (us(s)->misc.pend || !u_room(s->e, 4))
 		return; /* the idle timeout still bounds it */
-	ch_begin(&s->misc);
-	cancel_chain_ops(s, &s->rx);
+	ch_begin(&us(s)->misc);
+	cancel_chain_ops(s, &us(s)->rx);
 }
 
 static void tx_done(struct kite_stream *s)
 {
-	struct uchain *ch = &s->tx;
+	struct uchain *ch = &us(s)->tx;
 	struct kite_engine *e = s->e;
 	struct eng_item *it = s->qhead;
-	int in = INT_MIN, err = 0, path = s->tx_path;
+	int in = INT_MIN, err = 0, path = us(s)->tx_path;
 	bool fired = false;
 	uint64_t out = 0;
 	unsigned outs = 0;
@@ -1164,18 +1246,18 @@ static void tx_done(struct kite_stream *s)
 		case RO_FILE_IN:
 			in = res;
 			if (res > 0 && s->buf >= 0) /* READ into the buffer (a splice writes none) */
-				ENG_DEFINED(eng_buf(e, s->buf) + (s->tx_kind == TXK_UREAD ? ENG_PLAIN_OFF : 0),
+				ENG_DEFINED(eng_buf(e, s->buf) + (us(s)->tx_kind == TXK_UREAD ? ENG_PLAIN_OFF : 0),
 					    (size_t)res);
 			break;
 		case RO_SOCK_OUT:
 			if (res > 0) {
 				out = (uint64_t)res;
 				outs++;
-				s->need_pollout = false;
+				us(s)->need_pollout = false;
 			} else if (res == -EAGAIN) {
-				s->need_pollout = true; /* socket full: poll before the next splice */
+				us(s)->need_pollout = true; /* socket full: poll before the next splice */
 				eng_ktls_push(s);
-			} else if (res == 0 && s->tx_len) {
+			} else if (res == 0 && us(s)->tx_len) {
 				err = -EPIPE;
 			} else if (res < 0 && res != -ECANCELED && res != -EINTR) {
 				err = res;
@@ -1202,7 +1284,7 @@ static void tx_done(struct kite_stream *s)
 	if (out)
 		s->t_active = eng_now_ms();
 
-	switch (s->tx_kind) {
+	switch (us(s)->tx_kind) {
 	case TXK_SPLICE:
 		if (in == -EINVAL || in == -EOPNOTSUPP) {
 			/* This file cannot be spliced (its filesystem has no
@@ -1289,7 +1371,7 @@ static void tx_done(struct kite_stream *s)
 		}
 		break;
 	case TXK_NOTIFY:
-		if (out == s->tx_len)
+		if (out == us(s)->tx_len)
 			s->notify_sent = true;
 		break;
 	case TXK_SHUT:
@@ -1299,7 +1381,7 @@ static void tx_done(struct kite_stream *s)
 			s->t_start = eng_now_ms();
 			if (s->rx_eof)
 				eng_finish(s);
-			else if (s->rx.pend)
+			else if (us(s)->rx.pend)
 				linger_rearm(s);
 		}
 		break;
@@ -1328,14 +1410,14 @@ static void tx_done(struct kite_stream *s)
 
 static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch)
 {
-	for (int i = 0; i < ch->n && s->misc.n < 4; i++) {
+	for (int i = 0; i < ch->n && us(s)->misc.n < 4; i++) {
 		struct io_uring_sqe *q;
 
 		/* Cancelling the head of a link fails the rest; timeouts go
 		 * with their target. */
 		if ((ch->done & (1u << i)) || ch->role[i] == RO_TMO)
 			continue;
-		q = c_op(s->e, &s->misc, s, UK_MISC, RO_CANCEL, -1);
+		q = c_op(s->e, &us(s)->misc, s, UK_MISC, RO_CANCEL, -1);
 		io_uring_prep_cancel(q, &ch->op[i], 0);
 	}
 }
@@ -1345,21 +1427,21 @@ static void dead_step(struct kite_stream *s)
 	struct kite_engine *e = s->e;
 	struct io_uring_sqe *q;
 
-	if (s->rx.pend || s->tx.pend) {
-		if (!s->cancel_sent && !s->misc.pend && u_room(e, 4)) {
-			ch_begin(&s->misc);
-			if (s->rx.pend)
-				cancel_chain_ops(s, &s->rx);
-			if (s->tx.pend)
-				cancel_chain_ops(s, &s->tx);
-			s->cancel_sent = true;
+	if (us(s)->rx.pend || us(s)->tx.pend) {
+		if (!us(s)->cancel_sent && !us(s)->misc.pend && u_room(e, 4)) {
+			ch_begin(&us(s)->misc);
+			if (us(s)->rx.pend)
+				cancel_chain_ops(s, &us(s)->rx);
+			if (us(s)->tx.pend)
+				cancel_chain_ops(s, &us(s)->tx);
+			us(s)->cancel_sent = true;
 		}
 		return; /* every completion kicks us again */
 	}
-	if (s->misc.pend)
+	if (us(s)->misc.pend)
 		return;
 	eng_release_all(s);
-	if (s->close_sent)
+	if (us(s)->close_sent)
 		return;
 	if (s->rst) {
 		/* SO_LINGER {1, 0}: close() sends a reset, so the peer sees an
@@ -1374,19 +1456,19 @@ static void dead_step(struct kite_stream *s)
 	if (!u_room(e, 1)) {
 		close(s->fd);
 		eng_sys(e, -1);
-		s->close_sent = true;
+		us(s)->close_sent = true;
 		eng_zombie(s);
 		return;
 	}
-	ch_begin(&s->misc);
-	q = c_op(e, &s->misc, s, UK_MISC, RO_CLOSE, -1);
+	ch_begin(&us(s)->misc);
+	q = c_op(e, &us(s)->misc, s, UK_MISC, RO_CLOSE, -1);
 	io_uring_prep_close(q, s->fd);
-	s->close_sent = true;
+	us(s)->close_sent = true;
 }
 
 static void misc_done(struct kite_stream *s)
 {
-	if (s->close_sent)
+	if (us(s)->close_sent)
 		eng_zombie(s);
 }
 
@@ -1396,7 +1478,7 @@ static void u_progress(struct kite_stream *s)
 {
 	switch (s->state) {
 	case ST_HANDSHAKE:
-		if (s->rx.pend)
+		if (us(s)->rx.pend)
 			return;
 		hs_step(s);
 		if (s->state != ST_OPEN)
@@ -1404,11 +1486,11 @@ static void u_progress(struct kite_stream *s)
 		/* fallthrough */
 	case ST_OPEN:
 	case ST_LINGER:
-		if (s->ctrl_ready && !s->tx.pend)
+		if (us(s)->ctrl_ready && !us(s)->tx.pend)
 			ktls_control(s);
-		if (!s->tx.pend && (s->state == ST_OPEN || s->state == ST_LINGER))
+		if (!us(s)->tx.pend && (s->state == ST_OPEN || s->state == ST_LINGER))
 			tx_next(s);
-		if ((s->state == ST_OPEN || s->state == ST_LINGER) && !s->rx.pend && !s->ctrl_ready) {
+		if ((s->state == ST_OPEN || s->state == ST_LINGER) && !us(s)->rx.pend && !us(s)->ctrl_ready) {
 			if (eng_rx_wanted(s))
 				rx_arm(s);
 			else if (s->rx_eof && s->state == ST_OPEN)
@@ -1434,10 +1516,10 @@ static int uop_of(const struct kite_stream *s, const struct uchain *ch, int i)
 	case RO_RECV:
 		return s->krx ? KITE_UOP_RECVMSG : KITE_UOP_RECV;
 	case RO_FILE_IN:
-		return s->tx_kind == TXK_SPLICE ? KITE_UOP_SPLICE_IN : KITE_UOP_READ;
+		return us(s)->tx_kind == TXK_SPLICE ? KITE_UOP_SPLICE_IN : KITE_UOP_READ;
 	case RO_SOCK_OUT:
-		return s->tx_kind == TXK_SPLICE || s->tx_kind == TXK_DRAIN ? KITE_UOP_SPLICE_OUT
-			: s->tx_kind == TXK_NOTIFY ? KITE_UOP_SENDMSG : KITE_UOP_SEND;
+		return us(s)->tx_kind == TXK_SPLICE || us(s)->tx_kind == TXK_DRAIN ? KITE_UOP_SPLICE_OUT
+			: us(s)->tx_kind == TXK_NOTIFY ? KITE_UOP_SENDMSG : KITE_UOP_SEND;
 	default:
 		return KITE_UOP_OTHER;
 	}
@@ -1470,11 +1552,11 @@ static void on_cqe(struct kite_engine *e, struct io_uring_cqe *cqe)
 		return;
 	}
 	s = op->owner;
-	ch = op->kind == UK_RX ? &s->rx : op->kind == UK_TX ? &s->tx : &s->misc;
+	ch = op->kind == UK_RX ? &us(s)->rx : op->kind == UK_TX ? &us(s)->tx : &us(s)->misc;
 	ch->res[op->idx] = kite_sys->cqe ? kite_sys->cqe(uop_of(s, ch, op->idx), cqe->res)
 					 : cqe->res;
 	if (op->kind == UK_RX && (cqe->flags & IORING_CQE_F_BUFFER))
-		s->rx_bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		us(s)->rx_bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 	ch->done |= (uint8_t)(1u << op->idx);
 	if (--ch->pend)
 		return;
@@ -1559,7 +1641,7 @@ static void u_quiesce(struct kite_engine *e)
 
 		if (l->armed && u_room(e, 1)) {
 			q = io_uring_get_sqe(&u->ring);
-			io_uring_prep_cancel(q, &l->op, 0);
+			io_uring_prep_cancel(q, accept_op(e, l), 0);
 			io_uring_sqe_set_data(q, NULL);
 		}
 		l->fd = -1;
@@ -1760,6 +1842,10 @@ fail:
 
 const struct eng_backend eng_uring = {
 	.name = "uring",
+	.stream_size = sizeof(struct uring_stream),
+	.stream_free = u_stream_free,
+	.tx_busy = u_tx_busy,
+	.dump = u_dump,
 	.init = u_init,
 	.fini = u_fini,
 	.listen = u_listen,
