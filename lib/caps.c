@@ -131,6 +131,12 @@ static void probe_pair(enum kite_version v, enum kite_cipher c)
 			: setsockopt(fds[0], SOL_TLS, TLS_RX_EXPECT_NO_PAD, &one, sizeof(one)) ? -errno : 0;
 		caps.rx_no_pad_reason = caps.rx_no_pad == 0 ? "kernel supports TLS_RX_EXPECT_NO_PAD"
 					: "no TLS_RX_EXPECT_NO_PAD (needs Linux >= 6.0 and TLS 1.3 RX)";
+		/* Linux < 5.19 does not know the option: ENOPROTOOPT. */
+		caps.tx_zerocopy_ro = caps.offload[v][c][KITE_TX] ? caps.offload[v][c][KITE_TX]
+			: setsockopt(fds[0], SOL_TLS, TLS_TX_ZEROCOPY_RO, &one, sizeof(one)) ? -errno : 0;
+		caps.tx_zerocopy_ro_reason = caps.tx_zerocopy_ro == 0
+			? "kernel supports TLS_TX_ZEROCOPY_RO"
+			: "no TLS_TX_ZEROCOPY_RO (needs Linux >= 5.19)";
 	}
 	if (fds[0] >= 0)
 		close(fds[0]);
@@ -142,14 +148,16 @@ static void probe_pair(enum kite_version v, enum kite_cipher c)
 
 static void probe(void)
 {
-	caps.rekey = caps.rx_no_pad = -EOPNOTSUPP;
+	caps.rekey = caps.rx_no_pad = caps.tx_zerocopy_ro = -EOPNOTSUPP;
+	caps.tx_zerocopy_ro_reason = caps.rx_no_pad_reason = caps.rekey_reason = "not probed";
 	for (int v = 0; v < KITE_VERSION_COUNT; v++)
 		for (int c = 0; c < KITE_CIPHER_COUNT; c++)
 			probe_pair(v, c);
 	caps.ulp_reason = kite_caps_ulp_reason(caps.ulp);
 	if (caps.ulp) {
-		caps.rekey = caps.rx_no_pad = caps.ulp;
+		caps.rekey = caps.rx_no_pad = caps.tx_zerocopy_ro = caps.ulp;
 		caps.rekey_reason = caps.rx_no_pad_reason = caps.ulp_reason;
+		caps.tx_zerocopy_ro_reason = caps.ulp_reason;
 	}
 }
 

@@ -80,9 +80,14 @@ static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
  * later keys from them (RFC 8446 7.2). Nothing is ever written out. */
 static int keylog(gnutls_session_t s, const char *label, const gnutls_datum_t *secret)
 {
-	struct kite_conn *c = gnutls_session_get_ptr(s);
+	/* The transport pointer, not the session pointer: an embedder's own
+	 * session keeps its session pointer for its callbacks. */
+	struct kite_conn *c = gnutls_transport_get_ptr(s);
 	bool server = c->ctx->role == KITE_SERVER;
 	int d;
+
+	if (c->user_keylog && c->user_keylog(s, label, secret) < 0)
+		return -1;
 
 	if (!strcmp(label, "SERVER_TRAFFIC_SECRET_0"))
 		d = server ? KITE_TX : KITE_RX;
@@ -97,8 +102,44 @@ static int keylog(gnutls_session_t s, const char *label, const gnutls_datum_t *s
 	return 0;
 }
 
+/* A connection without a session yet; holds a reference on ctx. */
+static struct kite_conn *conn_new(struct kite_ctx *ctx, int fd)
+{
+	struct kite_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->ctx = ctx;
+	c->fd = fd;
+	c->version = c->cipher = -1;
+	c->tx = &kite_tx_user;
+	c->rx = &kite_rx_user;
+	atomic_store(&ctx->frozen, true);
+	kite_ctx_ref(ctx);
+	return c;
+}
+
+/* From here on every record of s goes through kite's transport (the
+ * syscall seam, errno kept for kite_handshake), and kite sees the TLS 1.3
+ * traffic secrets. The same for kite's sessions and an embedder's. */
+static void attach(struct kite_conn *c, gnutls_session_t s)
+{
+	c->s = s;
+	gnutls_transport_set_ptr(s, c);
+	gnutls_transport_set_vec_push_function(s, push_vec);
+	gnutls_transport_set_pull_function(s, pull);
+	gnutls_transport_set_pull_timeout_function(s, pull_timeout);
+	if (!c->handshake_done) {
+		c->user_keylog = gnutls_session_get_keylog_function(s);
+		if (c->user_keylog == keylog)
+			c->user_keylog = NULL;
+		gnutls_session_set_keylog_function(s, keylog);
+	}
+}
+
 int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 {
+	gnutls_session_t s;
 	struct kite_conn *c;
 	unsigned flags;
 	int r;
@@ -108,25 +149,17 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 	*out = NULL;
 	if (ctx->role == KITE_SERVER && !ctx->have_cred)
 		return -EINVAL;
-	c = calloc(1, sizeof(*c));
+	c = conn_new(ctx, fd);
 	if (!c)
 		return -ENOMEM;
-	c->ctx = ctx;
-	c->fd = fd;
-	c->version = c->cipher = -1;
-	c->tx = &kite_tx_user;
-	c->rx = &kite_rx_user;
-	atomic_store(&ctx->frozen, true);
-	kite_ctx_ref(ctx);
 
 	flags = ctx->role == KITE_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT;
-	r = gnutls_init(&c->s, flags);
+	r = gnutls_init(&s, flags);
 	if (r < 0) {
-		c->s = NULL;
 		kite_conn_destroy(c);
 		return -ENOMEM;
 	}
-	gnutls_session_set_ptr(c->s, c);
+	attach(c, s);
 	r = gnutls_priority_set(c->s, ctx->prio);
 	if (r >= 0)
 		r = gnutls_credentials_set(c->s, GNUTLS_CRD_CERTIFICATE, ctx->cred);
@@ -139,11 +172,77 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 		kite_conn_destroy(c);
 		return -ENOMEM;
 	}
-	gnutls_transport_set_ptr(c->s, c);
-	gnutls_transport_set_vec_push_function(c->s, push_vec);
-	gnutls_transport_set_pull_function(c->s, pull);
-	gnutls_transport_set_pull_timeout_function(c->s, pull_timeout);
-	gnutls_session_set_keylog_function(c->s, keylog);
+	*out = c;
+	return 0;
+}
+
+/* GnuTLS keeps the last handshake message types sent and received while a
+ * handshake runs, and -1 before the first and again once it completed.
+ * Tickets and key updates after the handshake may show as such. */
+static bool hs_idle(int type)
+{
+	return type == -1 || type == GNUTLS_HANDSHAKE_FINISHED ||
+	       type == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET || type == GNUTLS_HANDSHAKE_KEY_UPDATE;
+}
+
+/* Established: no handshake under way, and a record cipher in force (the
+ * NULL cipher is the state before the first handshake). */
+static bool session_established(gnutls_session_t s)
+{
+	return hs_idle((int)gnutls_handshake_get_last_in(s)) &&
+	       hs_idle((int)gnutls_handshake_get_last_out(s)) &&
+	       gnutls_cipher_get(s) != GNUTLS_CIPHER_NULL;
+}
+
+static bool session_fresh(gnutls_session_t s)
+{
+	return (int)gnutls_handshake_get_last_in(s) == -1 &&
+	       (int)gnutls_handshake_get_last_out(s) == -1 &&
+	       gnutls_cipher_get(s) == GNUTLS_CIPHER_NULL;
+}
+
+static int offload(struct kite_conn *c);
+
+int kite_conn_adopt_session(struct kite_conn **out, struct kite_ctx *ctx,
+			    struct gnutls_session_int *session, int fd)
+{
+	struct kite_conn *c;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	/* Every check that can refuse comes before the session is touched:
+	 * on these errors it is still the caller's, exactly as it was. */
+	if (!ctx || !session || fd < 0 || !session_established(session))
+		return -EINVAL;
+	c = conn_new(ctx, fd);
+	if (!c)
+		return -ENOMEM;
+	/* The handshake is over: there are no secrets to watch, and the
+	 * caller's keylog function stays as it was. */
+	c->handshake_done = true;
+	attach(c, session);
+	*out = c;
+	/* From here on the connection owns the session, whatever offload()
+	 * answers: a socket with one direction in the kernel cannot be handed
+	 * back. */
+	return offload(c);
+}
+
+int kite_conn_create_session(struct kite_conn **out, struct kite_ctx *ctx,
+			     struct gnutls_session_int *session, int fd)
+{
+	struct kite_conn *c;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!ctx || !session || fd < 0 || !session_fresh(session))
+		return -EINVAL;
+	c = conn_new(ctx, fd);
+	if (!c)
+		return -ENOMEM;
+	attach(c, session);
 	*out = c;
 	return 0;
 }
@@ -372,6 +471,16 @@ int kite_shutdown(struct kite_conn *c)
 	return r;
 }
 
+/* Set by kite_ktls_fastpath() once the direction is in the kernel. */
+static const char *fast_reason(const struct kite_conn *c, enum kite_dir d, unsigned flag)
+{
+	if (c->fast_reason[d][0])
+		return c->fast_reason[d];
+	if (!(c->ctx->ktls_flags & flag))
+		return "not requested";
+	return c->handshake_done ? "direction not offloaded to the kernel" : "handshake not complete";
+}
+
 int kite_conn_info(const struct kite_conn *c, struct kite_conn_info *info)
 {
 	if (!c || !info)
@@ -392,5 +501,9 @@ int kite_conn_info(const struct kite_conn *c, struct kite_conn_info *info)
 		info->key_updates[d] = c->key_updates[d];
 	}
 	info->records_tx = c->tx_records;
+	info->tx_zerocopy_ro = c->fast[KITE_TX];
+	info->rx_expect_no_pad = c->fast[KITE_RX];
+	info->tx_zerocopy_ro_reason = fast_reason(c, KITE_TX, KITE_KTLS_TX_ZEROCOPY_RO);
+	info->rx_expect_no_pad_reason = fast_reason(c, KITE_RX, KITE_KTLS_RX_EXPECT_NO_PAD);
 	return 0;
 }

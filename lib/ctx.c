@@ -221,7 +221,8 @@ int kite_ctx_set_ktls(struct kite_ctx *ctx, unsigned flags)
 
 	if (r)
 		return r;
-	if (flags & ~(KITE_KTLS_TX | KITE_KTLS_RX | KITE_KTLS_REQUIRE))
+	if (flags & ~(KITE_KTLS_TX | KITE_KTLS_RX | KITE_KTLS_REQUIRE | KITE_KTLS_TX_ZEROCOPY_RO |
+		      KITE_KTLS_RX_EXPECT_NO_PAD))
 		return ctx_fail(ctx, -EINVAL, "unknown kTLS flags 0x%x", flags);
 	ctx->ktls_flags = flags;
 	return 0;

@@ -209,6 +209,15 @@ struct kite_conn {
 	size_t tx_pending;
 	uint8_t *buf;          /* KITE_MAX_RECORD bytes for pread/control records: kite_conn_buf() */
 
+	/* Fast-path switches in force (KITE_KTLS_TX_ZEROCOPY_RO,
+	 * KITE_KTLS_RX_EXPECT_NO_PAD) and why (not), for kite_conn_info(). */
+	bool fast[KITE_DIR_COUNT];
+	char fast_reason[KITE_DIR_COUNT][128];
+
+	/* A keylog function the embedder set on its own session: kite's hook
+	 * takes its place and calls it (kite_conn_create_session()). */
+	gnutls_keylog_func user_keylog;
+
 	char detail[256];
 	char msg[384];
 };
@@ -230,6 +239,10 @@ int kite_conn_fail(struct kite_conn *c, int err, const char *fmt, ...)
 /* ktls.c: install one direction from GnuTLS's current state. All checks
  * precede the first SOL_TLS setsockopt; key material is wiped on return. */
 KITE_MUST_CHECK int kite_ktls_install(struct kite_conn *c, enum kite_dir d);
+/* After direction d went to the kernel: the fast-path switch the policy
+ * asks for (TLS_TX_ZEROCOPY_RO / TLS_RX_EXPECT_NO_PAD). Never fails the
+ * connection: a refusal leaves c->fast[d] false with the reason. */
+void kite_ktls_fastpath(struct kite_conn *c, enum kite_dir d);
 /* TLS_TX/TLS_RX with the next TLS 1.3 key; updates c->secret. */
 KITE_MUST_CHECK int kite_ktls_rekey(struct kite_conn *c, enum kite_dir d);
 /* Send one non-data record through kernel TLS (cmsg TLS_SET_RECORD_TYPE). */

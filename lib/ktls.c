@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -280,12 +281,50 @@ int kite_ktls_install(struct kite_conn *c, enum kite_dir d)
 		c->tx_records = seq;
 		c->tx_estimate = 0;
 	}
+	kite_ktls_fastpath(c, d);
 	r = 0;
 out:
 	kite_wipe(&ci, sizeof(ci));
 	if (r || !keep_secret(c))
 		drop_secret(c, d);
 	return r;
+}
+
+void kite_ktls_fastpath(struct kite_conn *c, enum kite_dir d)
+{
+	const struct kite_caps *caps = kite_caps_get();
+	unsigned want = d == KITE_TX ? KITE_KTLS_TX_ZEROCOPY_RO : KITE_KTLS_RX_EXPECT_NO_PAD;
+	/* uapi: both switches are an int 0/1 at SOL_TLS, set after the
+	 * direction's TLS_TX/TLS_RX (the kernel checks the installed state). */
+	int name = d == KITE_TX ? TLS_TX_ZEROCOPY_RO : TLS_RX_EXPECT_NO_PAD;
+	const char *opt = d == KITE_TX ? "TLS_TX_ZEROCOPY_RO" : "TLS_RX_EXPECT_NO_PAD";
+	int probe = d == KITE_TX ? caps->tx_zerocopy_ro : caps->rx_no_pad;
+	char *why = c->fast_reason[d];
+	size_t n = sizeof(c->fast_reason[d]);
+	int one = 1;
+
+	c->fast[d] = false;
+	if (!(c->ctx->ktls_flags & want)) {
+		snprintf(why, n, "not requested");
+		return;
+	}
+	/* The kernel refuses no-pad for TLS 1.2 (EINVAL): TLS 1.2 records
+	 * carry no padding to expect or not. */
+	if (d == KITE_RX && c->version != KITE_TLS13) {
+		snprintf(why, n, "%s is for TLS 1.3 only", opt);
+		return;
+	}
+	if (probe) {
+		snprintf(why, n, "%s", d == KITE_TX ? caps->tx_zerocopy_ro_reason
+						    : caps->rx_no_pad_reason);
+		return;
+	}
+	if (kite_sys->setsockopt(c->fd, SOL_TLS, name, &one, sizeof(one))) {
+		snprintf(why, n, "setsockopt(SOL_TLS, %s): %s", opt, kite_strerror(-errno));
+		return;
+	}
+	c->fast[d] = true;
+	snprintf(why, n, "on");
 }
 
 /* HKDF-Expand-Label(secret, label, "", len), RFC 8446 7.1. */

@@ -70,8 +70,10 @@ static struct mock {
 	bool scripted;
 	int ulp_err;        /* errno for TCP_ULP */
 	bool ulp_attached;
-	int set_err[3];     /* errno for TLS_TX [1] / TLS_RX [2] */
-	bool installed[3];
+	/* errno for TLS_TX [1] / TLS_RX [2] / TLS_TX_ZEROCOPY_RO [3] /
+	 * TLS_RX_EXPECT_NO_PAD [4] */
+	int set_err[5];
+	bool installed[5];
 	int kernel_rekey;   /* a second TLS_TX/RX: 0 accepted, else -EBUSY */
 
 	struct event ev[64];
@@ -215,6 +217,18 @@ static int mock_setsockopt(int fd, int level, int name, const void *val, socklen
 				m.tx_seq = get_be64(rec_seq_of(&m.tx_ci));
 			}
 		}
+	} else if (level == SOL_TLS && (name == TLS_TX_ZEROCOPY_RO || name == TLS_RX_EXPECT_NO_PAD)) {
+		/* Like the kernel: an int, and only once the direction it
+		 * tunes is installed (and for no-pad, with TLS 1.3). */
+		if (len != sizeof(int))
+			err = EINVAL;
+		else if (!m.installed[name == TLS_TX_ZEROCOPY_RO ? TLS_TX : TLS_RX])
+			err = EINVAL;
+		else if (m.set_err[name])
+			err = m.set_err[name];
+		ev_add(EV_SET, name, err, val, len);
+		if (!err)
+			m.installed[name] = *(const int *)val == 1;
 	} else {
 		return kite_sys_libc.setsockopt(fd, level, name, val, len);
 	}
@@ -431,6 +445,7 @@ static void sim_caps(int rekey)
 	sim.rekey = rekey;
 	sim.rekey_reason = rekey ? "simulated kernel cannot update kTLS keys" : "simulated rekey";
 	sim.rx_no_pad_reason = "simulated";
+	sim.tx_zerocopy_ro_reason = "simulated";
 	kite_caps_set(&sim);
 }
 
@@ -488,6 +503,25 @@ static void mock_reset(void)
 	m.data_hash = T_HASH_INIT;
 }
 
+/* The sockets (the client's through the mock), the kite client context
+ * and the GnuTLS server peer, not yet handshaking. */
+static void pair_sockets(struct pair *p, const char *prio, unsigned flags)
+{
+	memset(p, 0, sizeof(*p));
+	t_tcp_pair(p->fds);
+	m.fd = p->fds[0];
+	m.kernel_rekey = kite_caps_get()->rekey;
+	kite_sys_set(&mock_sys);
+	p->ctx = t_client_ctx(prio, flags);
+	if (gnutls_init(&p->peer, GNUTLS_SERVER | GNUTLS_NO_TICKETS) < 0 ||
+	    gnutls_priority_set_direct(p->peer, prio, NULL) < 0 ||
+	    gnutls_credentials_set(p->peer, GNUTLS_CRD_CERTIFICATE, peer_cred) < 0)
+		t_fail("GnuTLS peer setup");
+	gnutls_transport_set_int(p->peer, p->fds[1]);
+	gnutls_session_set_ptr(p->peer, p);
+	gnutls_session_set_keylog_function(p->peer, peer_keylog);
+}
+
 /*
  * Handshake v/c with kite policy `flags` under the current simulated caps.
  * Callers set kernel answers (ulp_err, set_err) between mock_reset() and
@@ -500,21 +534,8 @@ static void pair_open(struct pair *p, enum kite_version v, enum kite_cipher c, u
 	void *pr;
 	int r;
 
-	memset(p, 0, sizeof(*p));
-	t_tcp_pair(p->fds);
-	m.fd = p->fds[0];
-	m.kernel_rekey = kite_caps_get()->rekey;
-	kite_sys_set(&mock_sys);
-
-	p->ctx = t_client_ctx(prio, flags);
+	pair_sockets(p, prio, flags);
 	t_ok(kite_conn_create(&p->c, p->ctx, p->fds[0]));
-	if (gnutls_init(&p->peer, GNUTLS_SERVER | GNUTLS_NO_TICKETS) < 0 ||
-	    gnutls_priority_set_direct(p->peer, prio, NULL) < 0 ||
-	    gnutls_credentials_set(p->peer, GNUTLS_CRD_CERTIFICATE, peer_cred) < 0)
-		t_fail("GnuTLS peer setup");
-	gnutls_transport_set_int(p->peer, p->fds[1]);
-	gnutls_session_set_ptr(p->peer, p);
-	gnutls_session_set_keylog_function(p->peer, peer_keylog);
 
 	if (pthread_create(&th, NULL, peer_handshake, p->peer))
 		t_fail("pthread_create");
@@ -633,6 +654,253 @@ static void check_ctrl(const struct event *e, uint8_t type, const void *want, si
 static const uint8_t close_notify[2] = {1, 0};
 
 /* ---- Cases ------------------------------------------------------------ */
+
+/* Fast-path switches: requested ones are set after their direction's key,
+ * reported per connection; a refusal keeps the offload; TLS 1.2 gets no
+ * no-pad; unrequested ones are never set. */
+static void test_fastpath(void)
+{
+	const unsigned both = KITE_KTLS_DEFAULT | KITE_KTLS_TX_ZEROCOPY_RO |
+			      KITE_KTLS_RX_EXPECT_NO_PAD;
+	struct kite_conn_info info;
+	struct pair p;
+
+	/* Off by default: no such setsockopt. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	pair_open(&p, KITE_TLS13, KITE_AES_128_GCM, KITE_KTLS_DEFAULT);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(p.c, &info));
+	t_assert(!info.tx_zerocopy_ro && !info.rx_expect_no_pad, "switches on by default");
+	t_assert(!strcmp(info.tx_zerocopy_ro_reason, "not requested") &&
+		 !strcmp(info.rx_expect_no_pad_reason, "not requested"), "reasons: %s / %s",
+		 info.tx_zerocopy_ro_reason, info.rx_expect_no_pad_reason);
+	t_assert(!m.installed[TLS_TX_ZEROCOPY_RO] && !m.installed[TLS_RX_EXPECT_NO_PAD] &&
+		 m.nev == 3, "%d kernel calls without switches", m.nev);
+	pair_close(&p);
+
+	/* Both requested, TLS 1.3: ULP, TLS_TX, ZEROCOPY_RO, TLS_RX, NO_PAD. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	pair_open(&p, KITE_TLS13, KITE_AES_128_GCM, both);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(p.c, &info));
+	t_assert(m.nev == 5, "%d kernel calls", m.nev);
+	t_assert(m.ev[1].name == TLS_TX && m.ev[2].name == TLS_TX_ZEROCOPY_RO &&
+		 m.ev[3].name == TLS_RX && m.ev[4].name == TLS_RX_EXPECT_NO_PAD,
+		 "order %d %d %d %d", m.ev[1].name, m.ev[2].name, m.ev[3].name, m.ev[4].name);
+	t_assert(m.installed[TLS_TX_ZEROCOPY_RO] && m.installed[TLS_RX_EXPECT_NO_PAD],
+		 "switch values not 1");
+	t_assert(info.tx_zerocopy_ro && info.rx_expect_no_pad, "info: %s / %s",
+		 info.tx_zerocopy_ro_reason, info.rx_expect_no_pad_reason);
+	t_assert(!strcmp(info.tx_zerocopy_ro_reason, "on"), "%s", info.tx_zerocopy_ro_reason);
+	pair_close(&p);
+
+	/* The kernel refuses no-pad: RX stays offloaded, with the reason. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	m.set_err[TLS_RX_EXPECT_NO_PAD] = ENOPROTOOPT;
+	pair_open(&p, KITE_TLS13, KITE_AES_128_GCM, both);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(p.c, &info));
+	t_assert(info.ktls[KITE_RX] && !info.rx_expect_no_pad, "rx %d no-pad %d", info.ktls[KITE_RX],
+		 info.rx_expect_no_pad);
+	t_assert(has(info.rx_expect_no_pad_reason, "TLS_RX_EXPECT_NO_PAD"), "reason: %s",
+		 info.rx_expect_no_pad_reason);
+	t_assert(info.tx_zerocopy_ro, "tx switch lost with the rx one");
+	pair_close(&p);
+
+	/* The probe said no: not even tried. */
+	sim_caps(-EBUSY);
+	sim.tx_zerocopy_ro = -ENOPROTOOPT;
+	sim.tx_zerocopy_ro_reason = "simulated old kernel";
+	mock_reset();
+	pair_open(&p, KITE_TLS13, KITE_AES_128_GCM, both);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(p.c, &info));
+	t_assert(!info.tx_zerocopy_ro && !strcmp(info.tx_zerocopy_ro_reason, "simulated old kernel"),
+		 "reason: %s", info.tx_zerocopy_ro_reason);
+	t_assert(count_ev(0, EV_SET) == 3, "switch tried against the probe");
+	pair_close(&p);
+
+	/* TLS 1.2: no-pad does not apply; zerocopy does. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	pair_open(&p, KITE_TLS12, KITE_AES_128_GCM, both);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(p.c, &info));
+	t_assert(info.tx_zerocopy_ro && !info.rx_expect_no_pad, "TLS 1.2: %d %d",
+		 info.tx_zerocopy_ro, info.rx_expect_no_pad);
+	t_assert(has(info.rx_expect_no_pad_reason, "TLS 1.3"), "reason: %s",
+		 info.rx_expect_no_pad_reason);
+	t_assert(!m.installed[TLS_RX_EXPECT_NO_PAD] && count_ev(0, EV_SET) == 3,
+		 "no-pad set on TLS 1.2");
+	pair_close(&p);
+
+	/* Unknown policy bits are refused. */
+	{
+		struct kite_ctx *ctx;
+
+		t_ok(kite_ctx_create(&ctx, KITE_CLIENT));
+		t_assert(kite_ctx_set_ktls(ctx, 1u << 9) == -EINVAL, "unknown bit accepted");
+		kite_ctx_destroy(ctx);
+	}
+}
+
+/* Bring your own session, through the simulated kernel: the embedder's
+ * client session is handshaken by the embedder (adopt) or by kite
+ * (create_session); either way the kernel gets the peer's keys, the
+ * key buffers are wiped, and the session is kite's to free. */
+static int byo_sentinel;
+static int byo_keylogs;
+
+static int byo_user_keylog(gnutls_session_t s, const char *label, const gnutls_datum_t *secret)
+{
+	(void)label, (void)secret;
+	/* kite must leave the session pointer to the embedder. */
+	t_assert(gnutls_session_get_ptr(s) == &byo_sentinel, "session pointer changed");
+	byo_keylogs++;
+	return 0;
+}
+
+static void byo_open(struct pair *p, bool adopt, unsigned flags)
+{
+	const char *prio = t_priority(KITE_TLS13, KITE_AES_128_GCM);
+	gnutls_session_t s;
+	pthread_t th;
+	void *pr;
+	int r;
+
+	pair_sockets(p, prio, flags);
+	/* The embedder's session: its own priority, no kite involved yet. */
+	if (gnutls_init(&s, GNUTLS_CLIENT) < 0 || gnutls_priority_set_direct(s, prio, NULL) < 0 ||
+	    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, peer_cred) < 0)
+		t_fail("embedder session setup");
+	gnutls_session_set_ptr(s, &byo_sentinel);
+	gnutls_session_set_keylog_function(s, byo_user_keylog);
+	gnutls_transport_set_int(s, p->fds[0]);
+	byo_keylogs = 0;
+
+	if (pthread_create(&th, NULL, peer_handshake, p->peer))
+		t_fail("pthread_create");
+	if (adopt) {
+		/* An unfinished session is refused and left alone. */
+		t_assert(kite_conn_adopt_session(&p->c, p->ctx, s, p->fds[0]) == -EINVAL && !p->c,
+			 "adopted a session before its handshake");
+		do
+			r = gnutls_handshake(s);
+		while (r < 0 && !gnutls_error_is_fatal(r));
+		t_assert(r == 0, "embedder handshake: %s", gnutls_strerror(r));
+		t_assert(kite_conn_create_session(&p->c, p->ctx, s, p->fds[0]) == -EINVAL && !p->c,
+			 "create_session took an established session");
+		p->hs = kite_conn_adopt_session(&p->c, p->ctx, s, p->fds[0]);
+		t_assert(p->c, "adopt: no connection (%d)", p->hs);
+	} else {
+		t_ok(kite_conn_create_session(&p->c, p->ctx, s, p->fds[0]));
+		p->hs = kite_handshake(p->c);
+	}
+	pthread_join(th, &pr);
+	r = (int)(intptr_t)pr;
+	t_assert(r == 0, "peer handshake: %s", gnutls_strerror(r));
+	t_assert(p->c->handshake_done, "kite: %s", kite_conn_strerror(p->c, p->hs));
+	p->nev_hs = m.nev;
+}
+
+static void test_byo(bool adopt)
+{
+	struct tls12_crypto_info_aes_gcm_128 want;
+	struct kite_conn_info info;
+	struct pair p;
+	char buf[64];
+	ssize_t n;
+	int r;
+
+	sim_caps(0); /* a kernel that could rekey */
+	mock_reset();
+	byo_open(&p, adopt, KITE_KTLS_DEFAULT);
+	t_ok(p.hs);
+	t_ok(kite_conn_info(&*p.c, &info));
+	t_assert(info.ktls[KITE_TX] && info.ktls[KITE_RX], "not offloaded: %s / %s",
+		 info.ktls_reason[KITE_TX], info.ktls_reason[KITE_RX]);
+	t_assert(!strcmp(info.version_name, "TLS1.3") && info.cipher == KITE_AES_128_GCM,
+		 "negotiated %s %s", info.version_name, info.cipher_name);
+	/* Same handoff as for kite's own handshakes: the peer's keys. */
+	want = peer_state(p.peer, 1);
+	check_ci(&m.ev[1], TLS_TX, &want, sizeof(want), "TLS_TX");
+	want = peer_state(p.peer, 0);
+	check_ci(&m.ev[2], TLS_RX, &want, sizeof(want), "TLS_RX");
+	/* Both directions in the kernel: the session (and GnuTLS's copy of
+	 * the keys) is gone already. */
+	t_assert(p.c->s == NULL, "session kept with both directions in the kernel");
+	if (adopt) {
+		/* No secrets were seen: no kernel key update, said before any
+		 * KeyUpdate record could go out. */
+		t_assert(byo_keylogs > 0 && p.c->secret_len[KITE_TX] == 0, "secrets after adopt");
+		r = kite_key_update(p.c);
+		t_assert(r == -EOPNOTSUPP && has(kite_conn_strerror(p.c, r), "secret"),
+			 "key update: %d %s", r, kite_conn_strerror(p.c, r));
+		t_assert(count_ev(p.nev_hs, EV_CTRL) == 0, "KeyUpdate sent without a next key");
+	} else {
+		/* kite watched the handshake: secrets kept, the embedder's
+		 * keylog still called. */
+		t_assert(byo_keylogs > 0, "the embedder's keylog function was not called");
+		for (int d = 0; d < KITE_DIR_COUNT; d++)
+			t_assert(p.c->secret_len[d] == 32 && !memcmp(p.c->secret[d], p.secret[d], 32),
+				 "%s secret", kite_dir_name(d));
+		m.scripted = true;
+		t_ok(kite_key_update(p.c));
+		t_assert(p.c->key_updates[KITE_TX] == 1, "key update not counted");
+	}
+	m.scripted = true;
+	rx_push(KITE_CT_APPLICATION_DATA, "kernel rx", 9);
+	n = kite_recv(p.c, buf, sizeof(buf));
+	t_assert(n == 9 && !memcmp(buf, "kernel rx", 9), "kite_recv %zd", n);
+	pair_close(&p);
+
+	/* Required offload that fails: the connection exists, owns the
+	 * session (pair_close frees both once: valgrind checks) and is dead. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	m.ulp_err = ENOENT;
+	byo_open(&p, adopt, KITE_KTLS_DEFAULT | KITE_KTLS_REQUIRE);
+	t_assert(p.hs == -EOPNOTSUPP, "REQUIRE without ULP: %d", p.hs);
+	t_assert(p.c->s != NULL, "userspace session dropped");
+	n = kite_send(p.c, "x", 1);
+	t_assert(n == -EOPNOTSUPP, "kite_send on a failed REQUIRE: %zd", n);
+	pair_close(&p);
+
+	/* No kernel: userspace records through the embedder's session. */
+	sim_caps(-EBUSY);
+	mock_reset();
+	m.ulp_err = ENOENT;
+	byo_open(&p, adopt, KITE_KTLS_DEFAULT);
+	t_ok(p.hs);
+	t_send_all(p.c, "user tx", 7);
+	n = gnutls_record_recv(p.peer, buf, sizeof(buf));
+	t_assert(n == 7 && !memcmp(buf, "user tx", 7), "peer read %zd", n);
+	pair_close(&p);
+}
+
+/* Argument errors leave the caller's session alone (and *out NULL). */
+static void test_byo_args(void)
+{
+	struct kite_conn *c = (struct kite_conn *)&byo_sentinel;
+	struct kite_ctx *ctx;
+	gnutls_session_t s;
+
+	t_ok(kite_ctx_create(&ctx, KITE_SERVER));
+	if (gnutls_init(&s, GNUTLS_SERVER) < 0)
+		t_fail("gnutls_init");
+	t_assert(kite_conn_adopt_session(NULL, ctx, s, 3) == -EINVAL, "NULL out");
+	t_assert(kite_conn_adopt_session(&c, NULL, s, 3) == -EINVAL && !c, "NULL ctx");
+	c = (struct kite_conn *)&byo_sentinel;
+	t_assert(kite_conn_create_session(&c, ctx, NULL, 3) == -EINVAL && !c, "NULL session");
+	t_assert(kite_conn_create_session(&c, ctx, s, -1) == -EINVAL && !c, "fd -1");
+	/* A server ctx without credentials is fine: the session has its own. */
+	t_ok(kite_conn_create_session(&c, ctx, s, 3));
+	kite_conn_destroy(c); /* frees s */
+	kite_ctx_destroy(ctx);
+}
 
 /* No TLS ULP: both directions stay in GnuTLS and still work. */
 static void test_ulp_missing(void)
@@ -1282,6 +1550,11 @@ int main(void)
 	test_key_update_rekey(false);
 	test_key_update_malformed((const uint8_t[]){KITE_HS_KEY_UPDATE, 0, 0, 2, 1, 0}, 6);
 	test_key_update_malformed((const uint8_t[]){KITE_HS_KEY_UPDATE, 0, 0, 1, 2}, 5);
+
+	test_fastpath();
+	test_byo(true);
+	test_byo(false);
+	test_byo_args();
 
 	test_aead_limit(-EBUSY);
 	test_aead_limit(0);

@@ -36,6 +36,9 @@ extern "C" {
 
 struct kite_ctx;
 struct kite_conn;
+/* GnuTLS's session type (gnutls_session_t is a pointer to it), declared
+ * here so that kite.h does not need <gnutls/gnutls.h>. */
+struct gnutls_session_int;
 
 enum kite_role { KITE_SERVER = 0, KITE_CLIENT = 1 };
 
@@ -59,6 +62,30 @@ enum kite_cipher {
 #define KITE_KTLS_RX      (1u << 1) /* try kernel TLS for receiving */
 #define KITE_KTLS_REQUIRE (1u << 2) /* handshake fails if a wanted direction cannot be offloaded */
 #define KITE_KTLS_DEFAULT (KITE_KTLS_TX | KITE_KTLS_RX)
+/*
+ * Kernel fast-path switches, off by default because each changes a
+ * contract. Applied per connection right after its direction went to the
+ * kernel; a kernel that refuses one keeps the connection offloaded without
+ * it, and kite_conn_info() says why.
+ *
+ * KITE_KTLS_TX_ZEROCOPY_RO (TLS_TX_ZEROCOPY_RO, Linux >= 5.19): sendfile
+ * pages go to a NIC with TLS offload without the kernel's copy. Only NIC
+ * (device) offload uses it; software kTLS copies either way. The file must
+ * not change while it is being sent: TCP may retransmit a segment, and the
+ * NIC then encrypts the page as it is at that moment. If the bytes changed,
+ * the retransmitted record no longer matches the tag the peer checks: the
+ * peer's TLS stack reports a record authentication failure (bad_record_mac
+ * alert) and the connection ends. The peer never accepts the changed bytes,
+ * but the transfer fails. Serve only files that are replaced by rename.
+ *
+ * KITE_KTLS_RX_EXPECT_NO_PAD (TLS_RX_EXPECT_NO_PAD, Linux >= 6.0, TLS 1.3
+ * only): the kernel decrypts straight into the kite_recv() buffer, trusting
+ * that the peer does not pad records. A padded record is decrypted again
+ * through a kernel buffer (slower, still correct; /proc/net/tls_stat
+ * TlsDecryptRetry counts it). Ignored for TLS 1.2.
+ */
+#define KITE_KTLS_TX_ZEROCOPY_RO   (1u << 3)
+#define KITE_KTLS_RX_EXPECT_NO_PAD (1u << 4)
 
 /* ---- Library-wide ------------------------------------------------------ */
 
@@ -85,6 +112,8 @@ struct kite_caps {
 	const char *rekey_reason;
 	int rx_no_pad;           /* TLS_RX_EXPECT_NO_PAD (Linux >= 6.0) */
 	const char *rx_no_pad_reason;
+	int tx_zerocopy_ro;      /* TLS_TX_ZEROCOPY_RO (Linux >= 5.19) */
+	const char *tx_zerocopy_ro_reason;
 };
 
 /* The process-wide probe result; runs the probe on first call (thread-safe). */
@@ -137,7 +166,8 @@ KITE_MUST_CHECK int kite_ctx_set_priority(struct kite_ctx *ctx, const char *prio
 /* The priority string in force (the default expanded); owned by ctx. */
 const char *kite_ctx_priority(const struct kite_ctx *ctx);
 
-/* Offload policy: KITE_KTLS_* bits. Default KITE_KTLS_DEFAULT. */
+/* Offload policy: KITE_KTLS_* bits (fast-path switches included).
+ * Default KITE_KTLS_DEFAULT. -EINVAL for unknown bits. */
 KITE_MUST_CHECK int kite_ctx_set_ktls(struct kite_ctx *ctx, unsigned flags);
 
 /* Servers: enable TLS 1.3 session tickets (resumption) with a fresh key. */
@@ -168,6 +198,61 @@ const char *kite_ctx_error(const struct kite_ctx *ctx);
  */
 KITE_MUST_CHECK int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd);
 void kite_conn_destroy(struct kite_conn *conn);
+
+/*
+ * Bring your own GnuTLS session. Both calls need <gnutls/gnutls.h> (the
+ * session is passed as its pointer type, gnutls_session_t). ctx supplies
+ * the role (it must be the session's: KITE_SERVER for GNUTLS_SERVER) and
+ * the offload policy (kite_ctx_set_ktls); its credentials, priority,
+ * tickets and ALPN are not used: the session's own configuration is. fd is
+ * the connected TCP socket the session talks over; as with
+ * kite_conn_create() it stays the caller's and must outlive the connection.
+ *
+ * Ownership, the same for both calls: when *out is set on return (0, or
+ * the -EOPNOTSUPP / -EPROTO of kite_conn_adopt_session() below), the
+ * connection owns the session: kite replaces its transport callbacks and
+ * frees it (gnutls_deinit) in kite_conn_destroy() - or earlier, once both
+ * directions are in the kernel, so that GnuTLS's copy of the keys is wiped.
+ * The caller must not use or free the session after that. When *out is
+ * NULL on return, the session is still the caller's, untouched. Session
+ * callbacks that read gnutls_session_get_ptr() keep working: kite uses the
+ * transport pointer, not the session pointer.
+ */
+
+/*
+ * A session whose handshake the caller completed (gnutls_handshake()
+ * returned 0), with any records already exchanged. The kernel offload is
+ * attempted at once, with the same checks and reasons as after
+ * kite_handshake(); data GnuTLS already decrypted but the caller has not
+ * read keeps RX in userspace (reason "GnuTLS holds received data").
+ * kite_handshake() then returns 0 at once.
+ * TLS 1.3 key updates on an offloaded direction need the traffic secrets,
+ * which GnuTLS reveals only during the handshake: here kite has none, so a
+ * peer's KeyUpdate on kernel RX ends the connection with -EKEYEXPIRED,
+ * kite_key_update() on kernel TX returns -EOPNOTSUPP, and at the AEAD
+ * usage limit kite sends close_notify (as on kernels that cannot rekey).
+ * Use kite_conn_create_session() to keep key updates.
+ * Returns 0; -EINVAL (NULL argument, fd < 0, handshake not complete;
+ * *out NULL); -ENOMEM (*out NULL); with KITE_KTLS_REQUIRE, -EOPNOTSUPP if
+ * a wanted direction could not be offloaded (*out set, the connection is
+ * unusable: destroy it); -EPROTO if GnuTLS set up kernel TLS itself (*out
+ * set, unusable).
+ */
+KITE_MUST_CHECK int kite_conn_adopt_session(struct kite_conn **out, struct kite_ctx *ctx,
+					    struct gnutls_session_int *session, int fd);
+
+/*
+ * A session the caller configured (credentials, priority, SNI or
+ * certificate callbacks, ALPN, ...) whose handshake has not started. kite
+ * drives it with kite_handshake() (blocking or non-blocking, following the
+ * socket) and then offloads as for its own sessions, key updates included
+ * (kite watches the traffic secrets through the session's keylog hook and
+ * still calls a keylog function the caller had set). Returns 0, -EINVAL
+ * (NULL argument, fd < 0, handshake already started), -ENOMEM; *out is
+ * set only on 0.
+ */
+KITE_MUST_CHECK int kite_conn_create_session(struct kite_conn **out, struct kite_ctx *ctx,
+					     struct gnutls_session_int *session, int fd);
 
 /* Clients: server name for SNI and certificate verification. */
 KITE_MUST_CHECK int kite_conn_set_server_name(struct kite_conn *conn, const char *name);
@@ -247,6 +332,14 @@ struct kite_conn_info {
 	const char *ktls_reason[KITE_DIR_COUNT]; /* "kernel TLS" or why not; never NULL */
 	uint64_t records_tx;  /* records sent under the current TX key (kernel path: last read back) */
 	uint64_t key_updates[KITE_DIR_COUNT];
+	/* The fast-path switches (KITE_KTLS_TX_ZEROCOPY_RO,
+	 * KITE_KTLS_RX_EXPECT_NO_PAD) as the kernel reports them on this
+	 * socket; the reasons say "on", "not requested" or why not (never
+	 * NULL). */
+	bool tx_zerocopy_ro;
+	bool rx_expect_no_pad;
+	const char *tx_zerocopy_ro_reason;
+	const char *rx_expect_no_pad_reason;
 };
 
 int kite_conn_info(const struct kite_conn *conn, struct kite_conn_info *info);
