@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kite-bench: Google Benchmark families for kite (see README.md,
- * "Benchmarks"). This file sets up what must precede every row: GnuTLS's
+ * kite-bench: Google Benchmark families for kite (see bench/README.md).
+ * This file sets up what must precede every row: GnuTLS's
  * own kTLS switch (for the gnutls_ktls rows), the run's context (kernel,
  * versions, what kTLS this kernel has) and the registration of the families.
  */
