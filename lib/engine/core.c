@@ -1046,6 +1046,184 @@ int eng_path(const struct kite_stream *s, int mech)
 	}
 }
 
+/* ---- A stream's life: the rules every backend follows ------------------- */
+
+/* The handshake's next step. A server's session is made only once the
+ * client has spoken (readable), so a silent connection holds no GnuTLS
+ * state. Returns 0 when the handshake is done (or plaintext), -EAGAIN when
+ * it waits for the socket (kite_conn_poll_events() says for what, or the
+ * first bytes), another -errno when it failed: the stream is failing. */
+int eng_handshake(struct kite_stream *s, bool readable)
+{
+	int r;
+
+	if (s->tls_wait) {
+		if (!readable)
+			return -EAGAIN;
+		r = eng_tls_begin(s);
+		if (r)
+			goto fail;
+	}
+	if (!s->conn)
+		return 0;
+	r = kite_handshake(s->conn);
+	if (r == -EAGAIN || !r)
+		return r;
+fail:
+	eng_fail(s, r);
+	return r;
+}
+
+/* The stream's deadline at now: a handshake, idle or linger time that has
+ * run out fails the stream (-ETIMEDOUT) or, lingering, ends it gracefully.
+ * Returns the ms until the deadline, 0 when there is none (or it passed).
+ * A stream with bytes to send is not idle: its send timeout (the
+ * backend's, measured from the last progress into the socket) bounds it,
+ * and the idle timer is only looked at again one period later. */
+unsigned eng_deadline(struct kite_stream *s, uint64_t now)
+{
+	const struct kite_engine_config *c = &s->e->cfg;
+	uint64_t end;
+
+	switch (s->state) {
+	case ST_HANDSHAKE:
+		if (!c->handshake_timeout_ms)
+			return 0;
+		end = s->t_start + c->handshake_timeout_ms;
+		break;
+	case ST_OPEN:
+		if (!c->idle_timeout_ms)
+			return 0;
+		end = s->t_active + c->idle_timeout_ms;
+		if (now >= end && eng_tx_busy(s))
+			return c->idle_timeout_ms;
+		break;
+	case ST_LINGER:
+		end = s->t_start + ENG_LINGER_MS;
+		if (now >= end) {
+			eng_finish(s);
+			return 0;
+		}
+		return (unsigned)(end - now);
+	default:
+		return 0;
+	}
+	if (now < end)
+		return (unsigned)(end - now);
+	eng_fail(s, -ETIMEDOUT);
+	return 0;
+}
+
+/* Bytes queued, in a buffer or pipe, or an operation still moving some. */
+bool eng_tx_busy(const struct kite_stream *s)
+{
+	return eng_tx_work(s) || (s->e->be->tx_busy && s->e->be->tx_busy(s));
+}
+
+/* The send queue is empty: on_drain once per emptying. Returns true when
+ * it was delivered (the callback may have queued more: look again). */
+bool eng_drained(struct kite_stream *s)
+{
+	struct kite_engine *e = s->e;
+
+	if (!s->drain_due)
+		return false;
+	s->drain_due = false;
+	if (e->cfg.on_drain)
+		e->cfg.on_drain(s);
+	return true;
+}
+
+/* What closing needs next once the queue is empty (kite_stream_close()).
+ * The close_notify of a userspace session is written here, into the stage
+ * (gnutls_bye through eng_push); plaintext has none. */
+enum eng_close eng_close_next(struct kite_stream *s)
+{
+	int r;
+
+	if (!s->close_req || s->state != ST_OPEN || s->qhead)
+		return ENG_CLOSE_NONE;
+	if (!s->notify_sent) {
+		if (s->conn && s->ktx)
+			return ENG_CLOSE_NOTIFY; /* a record only the kernel may write */
+		if (s->conn) {
+			r = kite_shutdown(s->conn);
+			if (r) {
+				eng_fail(s, r);
+				return ENG_CLOSE_NONE;
+			}
+		}
+		s->notify_sent = true;
+	}
+	if (s->stage_off < s->stage_len)
+		return ENG_CLOSE_FLUSH; /* the close_notify record goes out first */
+	return s->fin_sent ? ENG_CLOSE_NONE : ENG_CLOSE_FIN;
+}
+
+/* Our FIN is out: wait (ENG_LINGER_MS at most) for the peer's end, reading
+ * and dropping what it still sends, so that our close does not reset a
+ * connection whose last bytes the peer has not read. */
+void eng_fin_sent(struct kite_stream *s)
+{
+	s->fin_sent = true;
+	s->state = ST_LINGER;
+	s->t_start = eng_now_ms();
+	if (s->rx_eof)
+		eng_finish(s);
+}
+
+/* The peer's data ended (close_notify, or FIN in plaintext). */
+void eng_rx_end(struct kite_stream *s)
+{
+	eng_deliver(s, NULL, 0);
+	if (s->state == ST_LINGER)
+		eng_finish(s);
+}
+
+/* Receiving failed with err. Lingering, the end was wanted anyway. A TLS
+ * peer that closed TCP without close_notify after the user chose to close
+ * (kite_stream_close: it reads nothing more) ends only the receive side:
+ * the queue still goes out and the stream closes gracefully (kite.h,
+ * on_data). The receive path may have marked the whole connection dead for
+ * that truncation (kite_recv does); only RX is, and it is never read again,
+ * so sending goes on. Anything else fails the stream. */
+void eng_rx_error(struct kite_stream *s, int err)
+{
+	if (s->state == ST_LINGER) {
+		eng_finish(s);
+	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
+		s->conn->dead = 0;
+		s->rx_eof = true;
+		eng_kick(s);
+	} else {
+		eng_fail(s, err);
+	}
+}
+
+/* The head item's file ended before the queued range did. */
+int eng_short_file(struct kite_stream *s, const struct eng_item *it)
+{
+	if (s->conn)
+		kite_conn_fail(s->conn, -ENODATA, "file ends at offset %llu, %llu bytes short",
+			       (unsigned long long)it->off, (unsigned long long)it->left);
+	return -ENODATA;
+}
+
+/* About to close the socket of a failed stream: SO_LINGER {1, 0} makes
+ * close() send a reset, so the peer sees an error rather than a clean end
+ * of a cut-off body. */
+void eng_close_prepare(struct kite_stream *s)
+{
+	struct linger lg = {1, 0};
+
+	if (!s->rst)
+		return;
+	if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))) {
+		/* the close still ends the connection */
+	}
+	eng_sys(s->e, -1);
+}
+
 /* ---- Handshake done ------------------------------------------------------ */
 
 /* Syscalls kite_handshake() made for the key handoff, from the probe's
@@ -1066,8 +1244,11 @@ static unsigned offload_syscalls(struct kite_stream *s)
 }
 
 /* The handshake is done and conn.c has decided each direction's backend;
- * the stream's view of it (ktx, krx) is fixed from here on. */
-void eng_opened(struct kite_stream *s)
+ * the stream's view of it (ktx, krx) is fixed from here on. A direction
+ * left in userspace moves GnuTLS records through memory: TX always stages
+ * them (a record is never half in the socket), RX reads from memory when
+ * the backend receives for GnuTLS (rx_mem). */
+void eng_opened(struct kite_stream *s, bool rx_mem)
 {
 	struct kite_engine *e = s->e;
 
@@ -1078,6 +1259,8 @@ void eng_opened(struct kite_stream *s)
 		e->st.handshake_syscalls += n;
 		s->ktx = s->conn->ktls[KITE_TX];
 		s->krx = s->conn->ktls[KITE_RX];
+		s->stage_mode = !s->ktx;
+		s->rx_mem = rx_mem && !s->krx;
 	}
 	s->state = ST_OPEN;
 	s->t_active = eng_now_ms();

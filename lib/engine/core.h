@@ -225,8 +225,31 @@ void eng_finish(struct kite_stream *s);
 void eng_zombie(struct kite_stream *s);
 struct kite_stream *eng_stream_new(struct kite_engine *e, int fd);
 int eng_tls_begin(struct kite_stream *s);
-/* Handshake done: offload state, transports, on_open. */
-void eng_opened(struct kite_stream *s);
+/* Handshake done: offload state, transports, on_open. rx_mem: the
+ * backend receives userspace TLS bytes into rxbuf for GnuTLS. */
+void eng_opened(struct kite_stream *s, bool rx_mem);
+/* Open for data, or lingering after our FIN: the states that move bytes. */
+static inline bool eng_live(const struct kite_stream *s)
+{
+	return s->state == ST_OPEN || s->state == ST_LINGER;
+}
+int eng_handshake(struct kite_stream *s, bool readable);
+unsigned eng_deadline(struct kite_stream *s, uint64_t now);
+bool eng_tx_busy(const struct kite_stream *s);
+bool eng_drained(struct kite_stream *s);
+/* Closing, once the queue is empty: what the backend does next. */
+enum eng_close {
+	ENG_CLOSE_NONE,   /* nothing (not closing, or all done) */
+	ENG_CLOSE_NOTIFY, /* send close_notify through kernel TLS, then set notify_sent */
+	ENG_CLOSE_FLUSH,  /* send the staged records (close_notify) first */
+	ENG_CLOSE_FIN,    /* shutdown(SHUT_WR), then eng_fin_sent() */
+};
+enum eng_close eng_close_next(struct kite_stream *s);
+void eng_fin_sent(struct kite_stream *s);
+void eng_rx_end(struct kite_stream *s);
+void eng_rx_error(struct kite_stream *s, int err);
+int eng_short_file(struct kite_stream *s, const struct eng_item *it);
+void eng_close_prepare(struct kite_stream *s);
 /* Deliver plaintext (len 0: end of the peer's data). */
 void eng_deliver(struct kite_stream *s, const void *buf, size_t len);
 /* Bytes of the head item went out; completes it when done. */

@@ -128,24 +128,6 @@ static void ep_quiesce(struct kite_engine *e)
 	}
 }
 
-static void rx_error(struct kite_stream *s, int err)
-{
-	if (s->state == ST_LINGER) {
-		eng_finish(s);
-	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
-		/* kTLS RX read the peer's FIN (no close_notify) after the user
-		 * chose to close: it reads nothing more anyway, so the queue
-		 * still goes out. (Userspace RX: see pull_eof() in engine/core.c.)
-		 * kite_recv() marked the whole connection dead; only RX is,
-		 * and the stream never reads again. */
-		s->conn->dead = 0;
-		s->rx_eof = true;
-		eng_kick(s);
-	} else {
-		eng_fail(s, err);
-	}
-}
-
 static void blocked(struct kite_stream *s)
 {
 	if (ep_of(s)->can_write)
@@ -154,40 +136,37 @@ static void blocked(struct kite_stream *s)
 	eng_ktls_push(s);
 }
 
-/* Close sequence once the queue is empty: close_notify, FIN, linger. */
-static void ep_close_steps(struct kite_stream *s)
+/* Closing, once the queue is empty (the order is the core's). Returns true
+ * when there is more to do at once (staged records to flush). */
+static bool ep_close_steps(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
 	int r;
 
-	if (!s->notify_sent) {
-		if (s->conn) {
-			/* Kernel TX: one sendmsg with a TLS_SET_RECORD_TYPE cmsg;
-			 * userspace: gnutls_bye through eng_push. */
-			r = kite_shutdown(s->conn);
-			if (s->ktx)
-				eng_sys(e, -1);
-			if (r == -EAGAIN) {
-				blocked(s);
-				return;
-			}
-			if (r) {
-				eng_fail(s, r);
-				return;
-			}
+	switch (eng_close_next(s)) {
+	case ENG_CLOSE_NOTIFY:
+		/* One sendmsg with a TLS_SET_RECORD_TYPE cmsg (io_ktls.c). */
+		r = kite_shutdown(s->conn);
+		eng_sys(e, -1);
+		if (r == -EAGAIN) {
+			blocked(s);
+			return false;
+		}
+		if (r) {
+			eng_fail(s, r);
+			return false;
 		}
 		s->notify_sent = true;
-	}
-	if (s->stage_off < s->stage_len)
-		return; /* the close_notify record goes out first */
-	if (!s->fin_sent) {
+		return true;
+	case ENG_CLOSE_FLUSH:
+		return true;
+	case ENG_CLOSE_FIN:
 		shutdown(s->fd, SHUT_WR);
 		eng_sys(e, -1);
-		s->fin_sent = true;
-		s->state = ST_LINGER;
-		s->t_start = eng_now_ms();
-		if (s->rx_eof)
-			eng_finish(s);
+		eng_fin_sent(s);
+		return false;
+	default:
+		return false;
 	}
 }
 
@@ -321,10 +300,9 @@ static ssize_t send_direct(struct kite_stream *s, struct eng_item *it, int *path
 
 static void ep_tx(struct kite_stream *s)
 {
-	struct kite_engine *e = s->e;
 	size_t budget = EP_BUDGET;
 
-	while (ep_of(s)->can_write && (s->state == ST_OPEN || s->state == ST_LINGER)) {
+	while (ep_of(s)->can_write && eng_live(s)) {
 		struct eng_item *it;
 		int path = KITE_PATH_SEND;
 		ssize_t r;
@@ -349,16 +327,8 @@ static void ep_tx(struct kite_stream *s)
 		}
 		it = s->qhead;
 		if (!it) {
-			if (s->drain_due) {
-				s->drain_due = false;
-				if (e->cfg.on_drain)
-					e->cfg.on_drain(s);
+			if (eng_drained(s) || ep_close_steps(s))
 				continue;
-			}
-			if (s->close_req && s->state == ST_OPEN)
-				ep_close_steps(s);
-			if (s->stage_off < s->stage_len)
-				continue; /* a close_notify to flush */
 			return;
 		}
 		if (s->stage_mode) {
@@ -375,10 +345,7 @@ static void ep_tx(struct kite_stream *s)
 			return;
 		}
 		if (r < 0) {
-			if (r == -ENODATA && s->conn)
-				kite_conn_fail(s->conn, -ENODATA, "file ends at offset %llu, %llu bytes short",
-					       (unsigned long long)it->off, (unsigned long long)it->left);
-			eng_fail(s, (int)r);
+			eng_fail(s, r == -ENODATA ? eng_short_file(s, it) : (int)r);
 			return;
 		}
 		ep_of(s)->t_blocked = 0;
@@ -393,7 +360,7 @@ static void ep_rx(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
 
-	while (ep_of(s)->can_read && (s->state == ST_OPEN || s->state == ST_LINGER) && eng_rx_wanted(s)) {
+	while (ep_of(s)->can_read && eng_live(s) && eng_rx_wanted(s)) {
 		ssize_t n;
 
 		if (s->conn) {
@@ -414,15 +381,12 @@ static void ep_rx(struct kite_stream *s)
 			eng_deliver(s, e->scratch, (size_t)n);
 			continue;
 		}
-		if (n == 0) {
-			eng_deliver(s, NULL, 0);
-			if (s->state == ST_LINGER)
-				eng_finish(s);
-		} else if (n == -EAGAIN) {
+		if (n == 0)
+			eng_rx_end(s);
+		else if (n == -EAGAIN)
 			ep_of(s)->can_read = false;
-		} else {
-			rx_error(s, (int)n);
-		}
+		else
+			eng_rx_error(s, (int)n);
 		return;
 	}
 }
@@ -434,30 +398,15 @@ static void ep_progress(struct kite_stream *s)
 
 	switch (s->state) {
 	case ST_HANDSHAKE:
-		if (s->tls_wait) {
-			/* A server's TLS session waits for the client's first
-			 * bytes (or its hang-up). */
-			if (!ep_of(s)->can_read)
-				return;
-			r = eng_tls_begin(s);
-			if (r) {
-				eng_fail(s, r);
-				break;
-			}
-		}
-		if (s->conn) {
-			r = kite_handshake(s->conn);
-			if (r == -EAGAIN)
-				return; /* the next edge brings us back */
-			if (r) {
-				eng_fail(s, r);
-				break;
-			}
-		}
-		/* Userspace TX: records are staged in memory (see stage_flush). */
-		if (s->conn && !s->conn->ktls[KITE_TX])
-			s->stage_mode = true;
-		eng_opened(s);
+		/* A server's TLS session waits for the client's first bytes
+		 * (or its hang-up): the read edge. */
+		r = eng_handshake(s, ep_of(s)->can_read);
+		if (r == -EAGAIN)
+			return; /* the next edge brings us back */
+		if (r)
+			break;
+		/* Userspace RX reads the socket through GnuTLS (eng_pull). */
+		eng_opened(s, false);
 		if (s->state != ST_OPEN)
 			break;
 		/* fallthrough */
@@ -472,13 +421,7 @@ static void ep_progress(struct kite_stream *s)
 		break;
 	}
 	if (s->state == ST_DEAD) {
-		if (s->rst) {
-			/* SO_LINGER {1, 0}: close() resets the connection. */
-			struct linger lg = {1, 0};
-
-			(void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-			eng_sys(e, -1);
-		}
+		eng_close_prepare(s);
 		/* close() also drops the fd from the epoll set. */
 		close(s->fd);
 		eng_sys(e, -1);
@@ -526,32 +469,19 @@ static void ep_accept(struct kite_engine *e, struct eng_listener *l)
 	}
 }
 
+/* Every ENG_EPOLL_TICK_MS: the core's deadlines, and this rung's send
+ * timeout (no POLLOUT edge since the socket said EAGAIN). */
 static void ep_timers(struct kite_engine *e, uint64_t now)
 {
-	const struct kite_engine_config *c = &e->cfg;
+	unsigned send_ms = e->cfg.send_timeout_ms;
 
 	for (struct kite_stream *s = e->streams; s; s = s->next) {
-		switch (s->state) {
-		case ST_HANDSHAKE:
-			if (c->handshake_timeout_ms && now >= s->t_start + c->handshake_timeout_ms)
-				eng_fail(s, -ETIMEDOUT);
-			break;
-		case ST_OPEN:
-			if (eng_tx_work(s)) {
-				if (!ep_of(s)->can_write && c->send_timeout_ms && ep_of(s)->t_blocked &&
-				    now >= ep_of(s)->t_blocked + c->send_timeout_ms)
-					eng_fail(s, -ETIMEDOUT);
-			} else if (c->idle_timeout_ms && now >= s->t_active + c->idle_timeout_ms) {
-				eng_fail(s, -ETIMEDOUT);
-			}
-			break;
-		case ST_LINGER:
-			if (now >= s->t_start + ENG_LINGER_MS)
-				eng_finish(s);
-			break;
-		default:
-			break;
-		}
+		struct ep_stream *es = ep_of(s);
+
+		(void)eng_deadline(s, now);
+		if (s->state == ST_OPEN && send_ms && !es->can_write && es->t_blocked &&
+		    eng_tx_work(s) && now >= es->t_blocked + send_ms)
+			eng_fail(s, -ETIMEDOUT);
 	}
 }
 

@@ -446,69 +446,46 @@ static void user_rx(struct kite_stream *s);
 
 static void u_open(struct kite_stream *s)
 {
-	if (s->conn) {
-		/* Directions left in userspace: GnuTLS reads and writes memory
-		 * that the ring fills and empties. */
-		s->stage_mode = !s->conn->ktls[KITE_TX];
-		s->rx_mem = !s->conn->ktls[KITE_RX];
-	}
-	eng_opened(s);
+	/* Directions left in userspace: GnuTLS reads and writes memory that
+	 * the ring fills and empties. */
+	eng_opened(s, true);
 	/* Records GnuTLS read during the handshake and holds decrypted. */
 	if (s->state == ST_OPEN && s->rx_mem)
 		user_rx(s);
 }
 
+/* The handshake runs on readiness: a POLL_ADD for what GnuTLS waits for
+ * (for a server, first for the client's first bytes), linked to a timeout
+ * at the handshake's deadline. */
 static void hs_step(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
-	struct kite_conn *c = s->conn;
-	uint64_t now = eng_now_ms(), limit = e->cfg.handshake_timeout_ms;
 	struct io_uring_sqe *q;
-	unsigned left = 0, events = POLLIN;
+	unsigned left;
 	int r;
 
-	if (s->tls_wait && s->hs_polled) {
-		/* The client spoke (or hung up): now the TLS session. */
-		r = eng_tls_begin(s);
-		if (r) {
-			eng_fail(s, r);
-			return;
-		}
-		c = s->conn;
+	r = eng_handshake(s, s->hs_polled);
+	if (r != -EAGAIN) {
+		if (!r)
+			u_open(s);
+		return;
 	}
-	if (c || s->tls_wait) {
-		r = c ? kite_handshake(c) : -EAGAIN;
-		if (c)
-			events = (unsigned)kite_conn_poll_events(c);
-		else
-			s->hs_polled = true;
-		if (r == -EAGAIN) {
-			if (limit) {
-				if (now >= s->t_start + limit) {
-					eng_fail(s, -ETIMEDOUT);
-					return;
-				}
-				left = (unsigned)(s->t_start + limit - now);
-			}
-			if (!u_room(e, 2)) {
-				eng_fail(s, -EAGAIN); /* submission ring full */
-				return;
-			}
-			ch_begin(&us(s)->rx);
-			q = c_op(e, &us(s)->rx, s, UK_RX, RO_POLL, -1);
-			io_uring_prep_poll_add(q, s->fd, events);
-			if (left) {
-				c_link(q);
-				c_tmo(e, &us(s)->rx, s, UK_RX, left, -1);
-			}
-			return;
-		}
-		if (r) {
-			eng_fail(s, r);
-			return;
-		}
+	left = eng_deadline(s, eng_now_ms());
+	if (s->state != ST_HANDSHAKE)
+		return;
+	if (!u_room(e, 2)) {
+		eng_fail(s, -EAGAIN); /* submission ring full */
+		return;
 	}
-	u_open(s);
+	if (!s->conn)
+		s->hs_polled = true; /* the poll below waits for the first bytes */
+	ch_begin(&us(s)->rx);
+	q = c_op(e, &us(s)->rx, s, UK_RX, RO_POLL, -1);
+	io_uring_prep_poll_add(q, s->fd, s->conn ? (unsigned)kite_conn_poll_events(s->conn) : POLLIN);
+	if (left) {
+		c_link(q);
+		c_tmo(e, &us(s)->rx, s, UK_RX, left, -1);
+	}
 }
 
 /* ---- Receive ---------------------------------------------------------------- */
@@ -516,32 +493,16 @@ static void hs_step(struct kite_stream *s)
 static void rx_arm(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
-	uint64_t now = eng_now_ms(), idle = e->cfg.idle_timeout_ms;
 	struct io_uring_sqe *q;
-	unsigned tmo = 0;
+	unsigned tmo;
 	size_t len;
 	void *dst;
 	int r;
 
-	if (s->state == ST_LINGER) {
-		uint64_t end = s->t_start + ENG_LINGER_MS;
-
-		if (now >= end) {
-			eng_finish(s);
-			return;
-		}
-		tmo = (unsigned)(end - now);
-	} else if (idle) {
-		uint64_t end = s->t_active + idle;
-
-		if (now < end)
-			tmo = (unsigned)(end - now);
-		else if (!eng_tx_work(s) && !us(s)->tx.pend) {
-			eng_fail(s, -ETIMEDOUT);
-			return;
-		} else
-			tmo = (unsigned)idle; /* busy sending: look again later */
-	}
+	/* The receive waits at most until the idle or linger deadline. */
+	tmo = eng_deadline(s, eng_now_ms());
+	if (!eng_live(s))
+		return;
 	r = rx_dest(s, &dst, &len);
 	if (r) {
 		eng_fail(s, r);
@@ -584,19 +545,14 @@ static void rx_arm(struct kite_stream *s)
 static void idle_arm(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
-	uint64_t now = eng_now_ms(), end = s->t_active + e->cfg.idle_timeout_ms;
 	struct io_uring_sqe *q;
 	unsigned ms;
 
-	if (!e->cfg.idle_timeout_ms || eng_tx_work(s) || us(s)->tx.pend)
+	if (eng_tx_busy(s))
+		return; /* the send path's own timeout bounds it */
+	ms = eng_deadline(s, eng_now_ms());
+	if (!ms || !u_room(e, 1))
 		return;
-	if (now >= end) {
-		eng_fail(s, -ETIMEDOUT);
-		return;
-	}
-	if (!u_room(e, 1))
-		return;
-	ms = (unsigned)(end - now);
 	ch_begin(&us(s)->rx);
 	us(s)->rx.ts.tv_sec = ms / 1000;
 	us(s)->rx.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
@@ -604,27 +560,12 @@ static void idle_arm(struct kite_stream *s)
 	io_uring_prep_timeout(q, &us(s)->rx.ts, 0, 0);
 }
 
-static void rx_error(struct kite_stream *s, int err)
-{
-	if (s->state == ST_LINGER) {
-		eng_finish(s); /* we are done anyway */
-	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
-		/* kTLS RX read the peer's FIN (no close_notify) after the user
-		 * chose to close: it reads nothing more anyway, so the queue
-		 * still goes out. (Userspace RX: see pull_eof() in engine/core.c.) */
-		s->rx_eof = true;
-		eng_kick(s);
-	} else {
-		eng_fail(s, err);
-	}
-}
-
 /* Userspace RX: let GnuTLS decrypt what the ring received into rxbuf. */
 static void user_rx(struct kite_stream *s)
 {
 	struct kite_engine *e = s->e;
 
-	while (s->state == ST_OPEN || s->state == ST_LINGER) {
+	while (eng_live(s)) {
 		ssize_t n = kite_recv(s->conn, e->scratch, ENG_RX_BUF);
 
 		if (n > 0) {
@@ -632,11 +573,9 @@ static void user_rx(struct kite_stream *s)
 			continue;
 		}
 		if (n == 0) {
-			eng_deliver(s, NULL, 0);
-			if (s->state == ST_LINGER)
-				eng_finish(s);
+			eng_rx_end(s);
 		} else if (n != -EAGAIN) {
-			rx_error(s, (int)n);
+			eng_rx_error(s, (int)n);
 		}
 		break;
 	}
@@ -657,14 +596,11 @@ static void ktls_control(struct kite_stream *s)
 	r = kite_ktls_handle_control(c, us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
 	us(s)->ctrl_have = 0;
 	if (r) {
-		rx_error(s, r);
+		eng_rx_error(s, r);
 		return;
 	}
-	if (c->rx_eof) {
-		eng_deliver(s, NULL, 0);
-		if (s->state == ST_LINGER)
-			eng_finish(s);
-	}
+	if (c->rx_eof)
+		eng_rx_end(s);
 }
 
 static void ktls_rx(struct kite_stream *s, int n)
@@ -675,7 +611,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 	size_t miss;
 
 	if (us(s)->rx_msg.msg_flags & MSG_CTRUNC) {
-		rx_error(s, kite_conn_fail(c, -EPROTO, "record type cmsg truncated"));
+		eng_rx_error(s, kite_conn_fail(c, -EPROTO, "record type cmsg truncated"));
 		return;
 	}
 	for (cm = CMSG_FIRSTHDR(&us(s)->rx_msg); cm; cm = CMSG_NXTHDR(&us(s)->rx_msg, cm))
@@ -683,7 +619,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 			memcpy(&type, CMSG_DATA(cm), 1);
 	if (us(s)->ctrl_have) {
 		if (n == 0 || type != us(s)->ctrl_type) {
-			rx_error(s, kite_conn_fail(c, -EPROTO, "truncated control record"));
+			eng_rx_error(s, kite_conn_fail(c, -EPROTO, "truncated control record"));
 			return;
 		}
 		us(s)->ctrl_have += (uint32_t)n;
@@ -694,18 +630,18 @@ static void ktls_rx(struct kite_stream *s, int n)
 			return;
 		}
 		c->peer_eof = true;
-		rx_error(s, kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify"));
+		eng_rx_error(s, kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify"));
 		return;
 	} else if (type == KITE_CT_APPLICATION_DATA) {
 		eng_deliver(s, s->rxbuf, (size_t)n);
 		return;
 	} else {
 		if ((size_t)n > KITE_MAX_RECORD) {
-			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
+			eng_rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
 			return;
 		}
 		if (!kite_conn_buf(c)) {
-			rx_error(s, kite_conn_fail(c, -ENOMEM, "no memory for a control record"));
+			eng_rx_error(s, kite_conn_fail(c, -ENOMEM, "no memory for a control record"));
 			return;
 		}
 		memcpy(c->buf, s->rxbuf, (size_t)n);
@@ -715,7 +651,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 	miss = kite_ktls_ctrl_missing(us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
 	if (miss) {
 		if (us(s)->ctrl_have + miss > KITE_MAX_RECORD) {
-			rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
+			eng_rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
 			return;
 		}
 		us(s)->ctrl_missing = (uint32_t)miss; /* rx_arm() reads the rest */
@@ -728,7 +664,6 @@ static void ktls_rx(struct kite_stream *s, int n)
 static void rx_handle(struct kite_stream *s)
 {
 	struct uchain *ch = &us(s)->rx;
-	struct kite_engine *e = s->e;
 	int res = ch->res[0];
 	bool fired = false;
 
@@ -740,17 +675,16 @@ static void rx_handle(struct kite_stream *s)
 			eng_fail(s, -ETIMEDOUT);
 		return; /* progress() drives the handshake on */
 	}
-	if (s->state != ST_OPEN && s->state != ST_LINGER)
+	if (!eng_live(s))
 		return;
 	if (ch->role[0] == RO_TMO || res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
 		/* EINTR without a signal: seen on Linux 6.1 kTLS RX; retry. */
 		if (!fired)
 			return;
 		if (s->state == ST_LINGER)
-			eng_finish(s);
-		else if (!eng_tx_work(s) && !us(s)->tx.pend &&
-			 eng_now_ms() >= s->t_active + e->cfg.idle_timeout_ms)
-			eng_fail(s, -ETIMEDOUT);
+			eng_finish(s); /* its deadline */
+		else
+			(void)eng_deadline(s, eng_now_ms());
 		return;
 	}
 	if (res < 0) {
@@ -761,7 +695,7 @@ static void rx_handle(struct kite_stream *s)
 							     : "too large (EMSGSIZE)");
 		else if (s->conn)
 			kite_conn_fail(s->conn, res, "receive: %s", kite_strerror(res));
-		rx_error(s, res);
+		eng_rx_error(s, res);
 		return;
 	}
 	if (s->krx) {
@@ -782,9 +716,7 @@ static void rx_handle(struct kite_stream *s)
 	} else if (res) {
 		eng_deliver(s, s->rxbuf, (size_t)res);
 	} else {
-		eng_deliver(s, NULL, 0);
-		if (s->state == ST_LINGER)
-			eng_finish(s);
+		eng_rx_end(s);
 	}
 }
 
@@ -1048,7 +980,7 @@ static void tx_next(struct kite_stream *s)
 		struct eng_item *it;
 		int r;
 
-		if (s->state != ST_OPEN && s->state != ST_LINGER)
+		if (!eng_live(s))
 			return;
 		if (c && c->dead) {
 			eng_fail(s, c->dead);
@@ -1111,34 +1043,20 @@ static void tx_next(struct kite_stream *s)
 		}
 		it = s->qhead;
 		if (!it) {
-			if (s->drain_due) {
-				s->drain_due = false;
-				if (e->cfg.on_drain)
-					e->cfg.on_drain(s);
+			if (eng_drained(s))
 				continue;
-			}
-			if (!s->close_req || s->state != ST_OPEN)
+			switch (eng_close_next(s)) {
+			case ENG_CLOSE_NOTIFY:
+				notify_chain(s);
 				return;
-			if (!s->notify_sent) {
-				if (!c) {
-					s->notify_sent = true;
-				} else if (s->ktx) {
-					notify_chain(s);
-					return;
-				} else {
-					/* gnutls_bye: the alert lands in the stage. */
-					r = kite_shutdown(c);
-					if (r) {
-						eng_fail(s, r);
-						return;
-					}
-					s->notify_sent = true;
-				}
+			case ENG_CLOSE_FLUSH:
 				continue;
-			}
-			if (!s->fin_sent)
+			case ENG_CLOSE_FIN:
 				shut_chain(s);
-			return;
+				return;
+			default:
+				return;
+			}
 		}
 		if (it->kind == ITEM_BUF && c && !s->ktx) {
 			/* Userspace TLS: encrypt into a pool buffer, send it. */
@@ -1204,15 +1122,6 @@ static void tx_next(struct kite_stream *s)
 	}
 }
 
-/* The file ended before the queued range did. */
-static int short_file(struct kite_stream *s, const struct eng_item *it)
-{
-	if (s->conn)
-		kite_conn_fail(s->conn, -ENODATA, "file ends at offset %llu, %llu bytes short",
-			       (unsigned long long)it->off, (unsigned long long)it->left);
-	return -ENODATA;
-}
-
 static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch);
 
 /* The receive armed while open waits with the idle timeout; lingering
@@ -1275,7 +1184,7 @@ static void tx_done(struct kite_stream *s)
 			break;
 		}
 	}
-	if (s->state != ST_OPEN && s->state != ST_LINGER) {
+	if (!eng_live(s)) {
 		/* Dying: the pipe's content is unknown now. */
 		if (s->pipe >= 0 && (in > 0 || s->pipe_fill))
 			s->pipe_dirty = true;
@@ -1306,7 +1215,7 @@ static void tx_done(struct kite_stream *s)
 			break;
 		}
 		if (in == 0) {
-			err = short_file(s, it);
+			err = eng_short_file(s, it);
 			break;
 		}
 		it->off += (uint64_t)in;
@@ -1325,7 +1234,7 @@ static void tx_done(struct kite_stream *s)
 			break;
 		}
 		if (in == 0) {
-			err = short_file(s, it);
+			err = eng_short_file(s, it);
 			break;
 		}
 		it->off += (uint64_t)in;
@@ -1358,7 +1267,7 @@ static void tx_done(struct kite_stream *s)
 			break;
 		}
 		if (in == 0) {
-			err = short_file(s, it);
+			err = eng_short_file(s, it);
 			break;
 		}
 		s->buf_plain = (uint32_t)in; /* encrypted by tx_next(), in record order */
@@ -1376,12 +1285,8 @@ static void tx_done(struct kite_stream *s)
 		break;
 	case TXK_SHUT:
 		if (!err) {
-			s->fin_sent = true;
-			s->state = ST_LINGER;
-			s->t_start = eng_now_ms();
-			if (s->rx_eof)
-				eng_finish(s);
-			else if (us(s)->rx.pend)
+			eng_fin_sent(s);
+			if (s->state == ST_LINGER && us(s)->rx.pend)
 				linger_rearm(s);
 		}
 		break;
@@ -1443,16 +1348,7 @@ static void dead_step(struct kite_stream *s)
 	eng_release_all(s);
 	if (us(s)->close_sent)
 		return;
-	if (s->rst) {
-		/* SO_LINGER {1, 0}: close() sends a reset, so the peer sees an
-		 * error rather than a clean end of a cut-off stream. */
-		struct linger lg = {1, 0};
-
-		if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))) {
-			/* the close below still ends the connection */
-		}
-		eng_sys(e, -1);
-	}
+	eng_close_prepare(s);
 	if (!u_room(e, 1)) {
 		close(s->fd);
 		eng_sys(e, -1);
@@ -1488,9 +1384,9 @@ static void u_progress(struct kite_stream *s)
 	case ST_LINGER:
 		if (us(s)->ctrl_ready && !us(s)->tx.pend)
 			ktls_control(s);
-		if (!us(s)->tx.pend && (s->state == ST_OPEN || s->state == ST_LINGER))
+		if (!us(s)->tx.pend && eng_live(s))
 			tx_next(s);
-		if ((s->state == ST_OPEN || s->state == ST_LINGER) && !us(s)->rx.pend && !us(s)->ctrl_ready) {
+		if (eng_live(s) && !us(s)->rx.pend && !us(s)->ctrl_ready) {
 			if (eng_rx_wanted(s))
 				rx_arm(s);
 			else if (s->rx_eof && s->state == ST_OPEN)

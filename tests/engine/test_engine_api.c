@@ -392,6 +392,136 @@ static void tls_after_first_bytes(struct t_creds *cr)
 	kite_ctx_destroy(cctx);
 }
 
+/* A TLS client that sends its request and then closes TCP without
+ * close_notify (a half-close some clients do) while the answer is still
+ * queued: the user has already called kite_stream_close(), so the peer's
+ * end only ends receiving. The whole answer and a close_notify still go
+ * out and the stream closes gracefully (kite.h, on_data). With the
+ * receive side offloaded the kernel reports the bare FIN as a truncation
+ * that marks the connection dead; a rung that left it dead would reset the
+ * connection with the answer cut short. */
+static struct {
+	struct et_file f;
+	int close_err;
+	bool opened, closed, server_krx;
+	char why[160];
+} FIN;
+
+static void fin_open(struct kite_stream *s)
+{
+	(void)s;
+	FIN.opened = true;
+}
+
+static void fin_data(struct kite_stream *s, const void *buf, size_t len)
+{
+	struct kite_conn_info ci;
+
+	(void)buf;
+	if (!len || kite_stream_queued(s))
+		return;
+	if (!kite_conn_info(kite_stream_conn(s), &ci)) {
+		FIN.server_krx = ci.ktls[KITE_RX];
+		snprintf(FIN.why, sizeof(FIN.why), "%s", ci.ktls_reason[KITE_RX]);
+	}
+	t_ok(kite_stream_sendfile(s, FIN.f.fd, 0, FIN.f.size, 0));
+	t_ok(kite_stream_close(s));
+}
+
+static void fin_close(struct kite_stream *s, int err)
+{
+	(void)s;
+	FIN.close_err = err;
+	FIN.closed = true;
+}
+
+static void peer_fin_after_close(struct t_creds *cr)
+{
+	struct kite_ctx *sctx = t_server_ctx(cr, NULL, KITE_KTLS_DEFAULT);
+	struct kite_ctx *cctx = t_client_ctx(NULL, KITE_KTLS_DEFAULT);
+	int small = 16 << 10, l, cfd, sfd, r = -EAGAIN;
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	struct kite_engine_config c;
+	struct kite_engine *e;
+	struct kite_conn *cc;
+	uint8_t *got, *want;
+	size_t have = 0;
+	ssize_t n = -EAGAIN;
+	uint64_t until;
+
+	memset(&FIN, 0, sizeof(FIN));
+	et_make_file(&FIN.f, et_scaled(2u << 20, 1u << 20), 77);
+	kite_engine_config_init(&c);
+	c.ctx = sctx;
+	c.on_open = fin_open;
+	c.on_data = fin_data;
+	c.on_close = fin_close;
+	t_ok(kite_engine_create(&e, &c));
+	l = kite_listen_reuseport("127.0.0.1", 0, 4);
+	t_assert(l >= 0 && !getsockname(l, (struct sockaddr *)&a, &al), "listen");
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	/* Small buffers both ways: the answer stays queued in the engine
+	 * until long after the client's FIN has arrived. */
+	(void)setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	if (cfd < 0 || (connect(cfd, (struct sockaddr *)&a, sizeof(a)) && errno != EINPROGRESS))
+		t_fail("connect: %s", strerror(errno));
+	sfd = accept(l, NULL, NULL);
+	t_assert(sfd >= 0, "accept");
+	(void)setsockopt(sfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	t_ok(kite_engine_adopt(e, sfd, NULL));
+	t_ok(kite_conn_create(&cc, cctx, cfd));
+	until = t_now_ms() + 20000;
+	while ((r = kite_handshake(cc)) == -EAGAIN && t_now_ms() < until)
+		t_ok(kite_engine_run(e, 1));
+	t_ok(r);
+	/* The server offloads once its handshake is done; TCP_ULP needs an
+	 * established connection, so no FIN before that. */
+	while (!FIN.opened && t_now_ms() < until)
+		t_ok(kite_engine_run(e, 1));
+	t_assert(FIN.opened, "server handshake");
+	t_assert(kite_send(cc, "GET\n", 4) == 4, "request");
+	/* TCP FIN, no close_notify. */
+	t_assert(!shutdown(cfd, SHUT_WR), "shutdown: %s", strerror(errno));
+	/* Let the server read the request and the FIN before reading. */
+	for (int i = 0; i < 20; i++)
+		t_ok(kite_engine_run(e, 1));
+	t_assert(!FIN.closed, "server closed before the client read (err %d)", FIN.close_err);
+	got = malloc(FIN.f.size + 1);
+	t_assert(got != NULL, "malloc");
+	until = t_now_ms() + 60000;
+	while (t_now_ms() < until) {
+		t_ok(kite_engine_run(e, 1));
+		n = kite_recv(cc, got + have, FIN.f.size + 1 - have);
+		if (n > 0)
+			have += (size_t)n;
+		else if (n != -EAGAIN)
+			break;
+	}
+	for (int i = 0; i < 200 && !FIN.closed; i++)
+		t_ok(kite_engine_run(e, 5));
+	t_assert(n == 0, "client read %zu of %zu bytes, then %zd (%s)", have, FIN.f.size, n,
+		 kite_conn_strerror(cc, (int)n));
+	t_assert(FIN.closed && FIN.close_err == 0, "server stream closed %d with %d, want 0",
+		 FIN.closed, FIN.close_err);
+	want = malloc(FIN.f.size);
+	t_assert(want && pread(FIN.f.ref, want, FIN.f.size, 0) == (ssize_t)FIN.f.size, "ref");
+	t_assert(have == FIN.f.size && !memcmp(got, want, have), "answer differs");
+	printf("peer FIN after close: %zu bytes, graceful end (server RX %s)\n", have,
+	       FIN.server_krx ? "in the kernel" : "in userspace");
+	if (t_require_ktls())
+		t_assert(FIN.server_krx, "server RX not offloaded: %s", FIN.why);
+	free(got);
+	free(want);
+	kite_engine_destroy(e);
+	kite_conn_destroy(cc);
+	close(cfd);
+	close(l);
+	et_close_files(&FIN.f, 1);
+	kite_ctx_destroy(sctx);
+	kite_ctx_destroy(cctx);
+}
+
 /* Both engines on this thread, turn by turn (run(e, 1)): no thread ever
  * blocks in io_uring_enter while the other needs to run. valgrind (3.19)
  * keeps its big lock across io_uring_enter, so this is the shape it can
@@ -509,6 +639,7 @@ int main(int argc, char **argv)
 		stop_and_destroy();
 	t_make_creds(&cr);
 	tls_after_first_bytes(&cr);
+	peer_fin_after_close(&cr);
 	engine_client(true, &cr);
 	engine_client(false, &cr);
 	printf("ok (KITE_ENGINE=%s)\n", et_rung());
