@@ -218,6 +218,11 @@ struct kite_conn {
 	 * takes its place and calls it (kite_conn_create_session()). */
 	gnutls_keylog_func user_keylog;
 
+	/* The engine stream whose transport carries this session (NULL:
+	 * conn.c's own). GnuTLS's transport pointer is always the conn: the
+	 * keylog hook finds the conn there. */
+	void *owner;
+
 	char detail[256];
 	char msg[384];
 };

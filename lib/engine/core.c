@@ -1355,8 +1355,8 @@ static uint8_t *stage_room(struct kite_stream *s, size_t need)
 
 static ssize_t eng_push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 {
-	struct kite_stream *s = p;
-	struct kite_conn *c = s->conn;
+	struct kite_conn *c = p;
+	struct kite_stream *s = c->owner;
 	struct kite_engine *e = s->e;
 	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
 	size_t total = 0;
@@ -1420,8 +1420,8 @@ static ssize_t pull_eof(struct kite_stream *s)
 
 static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
-	struct kite_stream *s = p;
-	struct kite_conn *c = s->conn;
+	struct kite_conn *c = p;
+	struct kite_stream *s = c->owner;
 	struct kite_engine *e = s->e;
 	struct iovec iov = {buf, len};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -1463,7 +1463,7 @@ static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 
 static int eng_pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
 {
-	struct kite_stream *s = p;
+	struct kite_stream *s = ((struct kite_conn *)p)->owner;
 	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
 	int r;
 
@@ -1479,7 +1479,10 @@ void eng_tls_transport(struct kite_stream *s)
 {
 	gnutls_session_t g = s->conn->s;
 
-	gnutls_transport_set_ptr(g, s);
+	/* The transport pointer stays the conn (conn.c's keylog reads it);
+	 * the conn leads back to the stream. */
+	s->conn->owner = s;
+	gnutls_transport_set_ptr(g, s->conn);
 	gnutls_transport_set_vec_push_function(g, eng_push);
 	gnutls_transport_set_pull_function(g, eng_pull);
 	gnutls_transport_set_pull_timeout_function(g, eng_pull_timeout);
