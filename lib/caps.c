@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Kernel capability probe: learn what this kernel can offload by trying it
- * on loopback TCP pairs, once per process (STYLE 6: probe, don't parse
- * version strings). Uses libc directly, not the seam: the probe describes
+ * on loopback TCP pairs, once per process. Version strings cannot answer
+ * this: distributions backport kTLS ciphers, build without CONFIG_TLS or
+ * deny the setsockopt by policy. Uses libc directly, not the seam: the probe describes
  * the real kernel; tests that simulate another kernel use kite_caps_set().
  */
 #include <errno.h>

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The syscall seam: libc by default, replaceable by tests (STYLE 7). */
+/* The syscall seam: libc by default, replaceable by tests so that rare kernel
+ * answers (EBUSY, EKEYEXPIRED, short writes) are tested without that kernel. */
 #include <sys/sendfile.h>
 #include <unistd.h>
 

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kite-check: what can this kernel do for kite, and the one fix for what it
- * cannot. One tool with subcommands (STYLE 11), each a function that adds
+ * cannot. One tool with subcommands, each a function that adds
  * checks to a report; the report prints as a table for people or as JSON
  * for programs (schema: tools/kite-check.md). Offload answers come from
- * libkite's live probe, never from version strings (STYLE 6); the kernel's
+ * libkite's live probe, never from version strings (a distribution's kernel
+ * backports ciphers, or lacks CONFIG_TLS whatever its version); the kernel's
  * config is read only to name the fix.
  *
  * Exit status: 0 every fast path kite has is available, 1 some paths will
