@@ -22,7 +22,7 @@ int kite_ctx_set_ephemeral_cert(struct kite_ctx *ctx, const char *name, char fin
 	if (!ctx || !name || !*name)
 		return -EINVAL;
 	if (ctx->frozen)
-		return -EBUSY;
+		return -EALREADY;
 	r = gnutls_x509_privkey_init(&key);
 	if (r >= 0)
 		r = gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,

@@ -121,7 +121,7 @@ static int check_mutable(struct kite_ctx *ctx)
 	if (!ctx)
 		return -EINVAL;
 	if (atomic_load(&ctx->frozen))
-		return ctx_fail(ctx, -EBUSY, "context already in use by a connection");
+		return ctx_fail(ctx, -EALREADY, "context already in use by a connection");
 	return 0;
 }
 

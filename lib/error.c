@@ -8,9 +8,13 @@
 
 const char *kite_strerror(int err)
 {
+	/* One text per code, true both for what kite means by it and for the
+	 * kernel's answer, since callers print syscall errors through here
+	 * too. Codes whose libc text already fits (EBUSY from a second
+	 * SOL_TLS setsockopt, EMFILE, ETIMEDOUT, ...) keep it. */
 	switch (-err) {
 	case 0: return "success";
-	case EAGAIN: return "operation would block";
+	case EAGAIN: return "temporarily unavailable (the socket would block or a queue had no room): try again";
 	case EOPNOTSUPP: return "kernel TLS offload not possible";
 	case EPROTO: return "TLS protocol error";
 	case EINVAL: return "invalid argument";
@@ -18,11 +22,16 @@ const char *kite_strerror(int err)
 	case ENODATA: return "file ended before the requested range";
 	case EPIPE: return "connection closed for sending";
 	case ECONNRESET: return "connection reset by peer";
-	case EBUSY: return "already configured";
+	case EALREADY: return "already configured: settings are fixed once a connection uses them";
 	case EPERM: return "operation not permitted";
 	case ENOMEM: return "out of memory";
 	case EACCES: return "certificate verification failed";
 	case ENOENT: return "not found";
+	case ENOSPC: return "no space left (on a device, or in a fixed-size table)";
+	case EDEADLK: return "not allowed from inside a callback (it would deadlock)";
+	case ENOBUFS: return "no buffer space (a send queue is full: wait until it drains)";
+	case EMSGSIZE: return "message too long (larger than a send queue may ever hold)";
+	case ECANCELED: return "operation cancelled (the engine was destroyed)";
 	default: break;
 	}
 	/* strerror() is not thread-safe in theory; strerrordesc_np is. */

@@ -7,7 +7,8 @@
  *     Nothing sets or relies on the global errno, nothing returns GnuTLS codes.
  *   - Fixed meanings: -EAGAIN the socket would block (retry after poll(),
  *     see kite_conn_poll_events()); -EOPNOTSUPP kernel offload impossible;
- *     -EPROTO the peer misbehaved; -EINVAL caller misuse.
+ *     -EPROTO the peer misbehaved; -EINVAL caller misuse; -EALREADY a
+ *     setting changed after a connection started using it.
  *     kite_conn_strerror() turns any of them into a message with detail.
  *   - create/destroy pairs; destroy(NULL) is a no-op.
  *   - Blocking behaviour follows the socket: on a blocking fd every call
@@ -124,7 +125,7 @@ const struct kite_caps *kite_caps_get(void);
 /*
  * Create a context for one role. The context is configured with the setters
  * below before its first connection; after that it is read-only (setters
- * return -EBUSY) and may be shared between threads. Connections hold a
+ * return -EALREADY) and may be shared between threads. Connections hold a
  * reference: kite_ctx_destroy() drops the creator's, and the context is
  * freed when its last connection is destroyed (so a server can replace its
  * context, e.g. to reload a certificate, while old connections finish).

@@ -768,7 +768,7 @@ def group_log(t):
 # ---------------------------------------------------------------- ktls (UML)
 
 # errno and its kite_strerror() text in the fallback reason.
-KTLS_ERRNOS = [("ENOENT", "not found"), ("ENOMEM", "out of memory"), ("EBUSY", "already configured"),
+KTLS_ERRNOS = [("ENOENT", "not found"), ("ENOMEM", "out of memory"), ("EBUSY", "Device or resource busy"),
                ("EINVAL", "invalid argument"), ("EOPNOTSUPP", "kernel TLS offload not possible")]
 
 
