@@ -594,15 +594,10 @@ def http_alpn(t, srv):
     s.close()
     s = connect(srv, tls_ctx(alpn=None))  # no ALPN at all: fine
     s.close()
-    # An h2-only client: RFC 7301 wants a no_application_protocol alert
-    # (kite.h promises it); never may it get h2.
-    try:
-        s = connect(srv, tls_ctx(alpn=("h2",)))
-        check(s.selected_alpn_protocol() is None, "ALPN h2 selected")
-        s.close()
-        print("  note: an h2-only client was accepted without ALPN (no alert)")
-    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
-        pass
+    # An h2-only client gets h2 (tests/serve/h2_test.py speaks it).
+    s = connect(srv, tls_ctx(alpn=("h2",)))
+    check(s.selected_alpn_protocol() == "h2", "ALPN h2: %s" % s.selected_alpn_protocol())
+    s.close()
 
 
 def http_limits(t):

@@ -121,6 +121,12 @@ size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
 	o = put(out, lim, o, "\" \"");
 	o = put_escaped(out, lim - 160, o, rq ? rq->user_agent.p : NULL, rq ? rq->user_agent.n : 0);
 	o = put(out, lim, o, "\" ");
+	if (a->stream_id) {
+		/* HTTP/2: which stream of the connection (the TLS fields stay
+		 * last, where log readers find them). */
+		snprintf(tmp, sizeof(tmp), "stream=%u ", a->stream_id);
+		o = put(out, lim, o, tmp);
+	}
 	o = put(out, lim, o, e->tls ? e->tls : "-");
 	out[o++] = '\n';
 	out[o] = 0;

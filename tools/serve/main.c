@@ -64,6 +64,11 @@ static void usage(FILE *f)
 "  --pipeline N             pipelined requests answered ahead (default 16)\n"
 "  --inline-max BYTES       file bodies read and sent in the head's record\n"
 "                           (default 16384, the most one record holds; 0: never)\n"
+"  --http2 on|off           offer HTTP/2 (ALPN h2) next to HTTP/1.1 (default on)\n"
+"  --h2-max-streams N       concurrent HTTP/2 streams per connection (default 128)\n"
+"  --h2-max-requests N      HTTP/2 streams per connection, then GOAWAY (default 10000)\n"
+"  --h2-resets-per-s N      HTTP/2 stream resets a client may send per second, twice\n"
+"                           that in a burst; more is an attack: GOAWAY (default 100)\n"
 "  --help, --version\n"
 "\n"
 "Signals: SIGHUP reloads the certificate and ticket key (new connections; open\n"
@@ -150,7 +155,8 @@ static unsigned cores(void)
 enum {
 	O_ROOT = 256, O_LISTEN, O_CERT, O_KEY, O_THREADS, O_PRIORITY, O_KTLS, O_ACCESS_LOG,
 	O_TICKET, O_METRICS, O_HS_TO, O_HDR_TO, O_IDLE_TO, O_SEND_TO, O_SHUT_TO, O_MAXC,
-	O_MAXIP, O_PIPE, O_INLINE, O_INSECURE, O_HELP, O_VERSION,
+	O_MAXIP, O_PIPE, O_INLINE, O_INSECURE, O_HELP, O_VERSION, O_HTTP2, O_H2_STREAMS,
+	O_H2_REQUESTS, O_H2_RESETS,
 };
 
 static int parse_args(int argc, char **argv, struct serve_config *c)
@@ -175,6 +181,10 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 		{"max-conns-per-ip", required_argument, NULL, O_MAXIP},
 		{"pipeline", required_argument, NULL, O_PIPE},
 		{"inline-max", required_argument, NULL, O_INLINE},
+		{"http2", required_argument, NULL, O_HTTP2},
+		{"h2-max-streams", required_argument, NULL, O_H2_STREAMS},
+		{"h2-max-requests", required_argument, NULL, O_H2_REQUESTS},
+		{"h2-resets-per-s", required_argument, NULL, O_H2_RESETS},
 		{"allow-insecure-key-perms", no_argument, NULL, O_INSECURE},
 		{"help", no_argument, NULL, O_HELP},
 		{"version", no_argument, NULL, O_VERSION},
@@ -197,6 +207,10 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 	c->pipeline = 16;
 	c->inline_max = 16384;
 	c->backlog = 1024;
+	c->http2 = true;
+	c->h2_max_streams = 128;
+	c->h2_max_requests = 10000;
+	c->h2_resets_per_s = H2_RESETS_PER_S_DEFAULT;
 
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		const char *what = NULL;
@@ -258,6 +272,24 @@ static int parse_args(int argc, char **argv, struct serve_config *c)
 			if (parse_uint(optarg, 0, 16384, &c->inline_max))
 				what = "--inline-max: want 0 .. 16384";
 			break;
+		case O_HTTP2:
+			if (!strcmp(optarg, "on") || !strcmp(optarg, "off"))
+				c->http2 = !strcmp(optarg, "on");
+			else
+				what = "--http2: want on or off";
+			break;
+		case O_H2_STREAMS:
+			if (parse_uint(optarg, 1, 1u << 16, &c->h2_max_streams))
+				what = "--h2-max-streams: want 1 .. 65536";
+			break;
+		case O_H2_REQUESTS:
+			if (parse_uint(optarg, 1, 1u << 30, &c->h2_max_requests))
+				what = "--h2-max-requests: want 1 .. 1073741824";
+			break;
+		case O_H2_RESETS:
+			if (parse_uint(optarg, 1, 1u << 20, &c->h2_resets_per_s))
+				what = "--h2-resets-per-s: want 1 .. 1048576";
+			break;
 		case 'h':
 		case O_HELP: usage(stdout); exit(0);
 		case O_VERSION: printf("kite-serve %s\n", VERSION); exit(0);
@@ -308,7 +340,7 @@ static void cert_fingerprint(const char *path, char out[96])
 static int build_ctx(const struct serve_config *c, struct kite_ctx **out, char fp[96],
 		     char *err, size_t errlen)
 {
-	static const char *const alpn[] = {"http/1.1"};
+	static const char *const alpn[] = {"h2", "http/1.1"};
 	struct kite_ctx *ctx;
 	const char *step;
 	int r;
@@ -338,7 +370,9 @@ static int build_ctx(const struct serve_config *c, struct kite_ctx **out, char f
 	}
 	if (!r) {
 		step = "ALPN";
-		r = kite_ctx_set_alpn(ctx, alpn, 1);
+		/* A client without ALPN gets HTTP/1.1 (RFC 9113 3.2 needs h2
+		 * to be negotiated). */
+		r = c->http2 ? kite_ctx_set_alpn(ctx, alpn, 2) : kite_ctx_set_alpn(ctx, alpn + 1, 1);
 	}
 	if (!r) {
 		step = "session tickets";

@@ -6,6 +6,7 @@
  * them, so a scrape never touches a worker's engine.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,8 @@ static void sum(struct server *srv, struct serve_stats *t)
 		ADD(eng.rx_nobufs);
 		ADD(handshakes); ADD(resumptions); ADD(rejected_global); ADD(rejected_ip);
 		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
+		ADD(h2.conns); ADD(h2.streams); ADD(h2.resets_in); ADD(h2.goaway_out);
+		ADD(h2.data_frames); ADD(h2.data_file_frames);
 #undef ADD
 		if (s->eng.peak_queued > t->eng.peak_queued)
 			t->eng.peak_queued = s->eng.peak_queued;
@@ -171,8 +174,12 @@ static void sum(struct server *srv, struct serve_stats *t)
 		}
 		for (int k = 0; k < CK_COUNT; k++)
 			t->closed[k] += s->closed[k];
-		for (int k = 0; k < STATUS_SLOTS; k++)
+		for (int k = 0; k < STATUS_SLOTS; k++) {
 			t->requests[k] += s->requests[k];
+			t->requests_h2[k] += s->requests_h2[k];
+		}
+		for (int l = 0; l < H2L_COUNT; l++)
+			t->h2.limit[l] += s->h2.limit[l];
 		for (unsigned f = 0; f < s->nfallback; f++) {
 			unsigned j;
 
@@ -211,12 +218,168 @@ static void kernel_tls_stat(struct out *o)
 	fclose(f);
 }
 
-char *metrics_render(struct server *srv, size_t *len)
+/* A counter that is one field of the summed stats, unlabelled. */
+struct scalar {
+	const char *name, *type, *help;
+	size_t off; /* of a uint64_t in struct serve_stats */
+};
+
+#define SC(n, t, f, h) {n, t, h, offsetof(struct serve_stats, f)}
+static const struct scalar scalars[] = {
+	SC("kite_connections_accepted_total", "counter", eng.accepted, "TCP connections accepted."),
+	SC("kite_connections_open", "gauge", open, "Connections past the TLS handshake now."),
+	SC("kite_accept_errors_total", "counter", eng.accept_errors,
+	   "accept() failures (descriptors or memory exhausted), retried after ~100 ms."),
+	SC("kite_ktls_pushes_total", "counter", eng.ktls_pushes,
+	   "Kernel TLS sends that met a full socket; TCP's queued records were pushed first."),
+	SC("kite_engine_rx_nobufs_total", "counter", eng.rx_nobufs,
+	   "Receives that found no shared receive buffer free and used the connection's own."),
+	SC("kite_handshakes_total", "counter", handshakes, "TLS handshakes completed."),
+	SC("kite_resumptions_total", "counter", resumptions,
+	   "Handshakes that resumed a session (TLS 1.3 ticket)."),
+	SC("kite_response_body_bytes_total", "counter", body_bytes,
+	   "Body bytes of the responses queued."),
+	SC("kite_received_bytes_total", "counter", eng.recv_bytes,
+	   "Plaintext bytes received from clients."),
+	SC("kite_engine_syscalls_total", "counter", eng.syscalls,
+	   "Syscalls the engines made (io_uring_enter / epoll_wait included)."),
+	SC("kite_engine_sqes_total", "counter", eng.sqes, "io_uring submissions."),
+	SC("kite_engine_pipe_exhausted_total", "counter", eng.pipe_exhausted,
+	   "File rounds that found no free splice pipe."),
+	SC("kite_http2_connections_total", "counter", h2.conns,
+	   "Connections that negotiated HTTP/2 (ALPN h2)."),
+	SC("kite_http2_streams_total", "counter", h2.streams, "HTTP/2 requests answered."),
+	SC("kite_http2_resets_received_total", "counter", h2.resets_in,
+	   "HTTP/2 RST_STREAM frames received."),
+	SC("kite_http2_goaway_sent_total", "counter", h2.goaway_out,
+	   "HTTP/2 GOAWAY frames sent (shutdown, limits, protocol errors)."),
+	SC("kite_http2_data_frames_total", "counter", h2.data_frames,
+	   "HTTP/2 DATA frames of file bodies sent."),
+	SC("kite_http2_data_file_frames_total", "counter", h2.data_file_frames,
+	   "Of those, frames whose payload was queued as a file range (no copy)."),
+};
+#undef SC
+
+static void render_scalars(struct out *o, const struct serve_stats *t)
+{
+	for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+		const struct scalar *s = &scalars[i];
+		uint64_t v;
+
+		memcpy(&v, (const char *)t + s->off, sizeof(v));
+		head(o, s->name, s->type, s->help);
+		emit(o, "%s %llu\n", s->name, (unsigned long long)v);
+	}
+}
+
+static void render_closes(struct out *o, const struct serve_stats *t)
+{
+	head(o, "kite_connections_rejected_total", "counter",
+	     "Connections refused: 503 at a cap or while shutting down; engine_limit: "
+	     "closed at accept.");
+	emit(o, "kite_connections_rejected_total{reason=\"global_cap\"} %llu\n"
+		"kite_connections_rejected_total{reason=\"per_ip_cap\"} %llu\n"
+		"kite_connections_rejected_total{reason=\"shutting_down\"} %llu\n"
+		"kite_connections_rejected_total{reason=\"engine_limit\"} %llu\n",
+	     (unsigned long long)t->rejected_global, (unsigned long long)t->rejected_ip,
+	     (unsigned long long)t->rejected_shutdown, (unsigned long long)t->eng.rejected);
+	head(o, "kite_connections_closed_total", "counter", "Connections ended, by how.");
+	for (int k = 0; k < CK_COUNT; k++)
+		emit(o, "kite_connections_closed_total{kind=\"%s\"} %llu\n", kind_names[k],
+		     (unsigned long long)t->closed[k]);
+	head(o, "kite_errors_total", "counter",
+	     "Connections that ended in an error, by kind (handshake: before it completed).");
+	for (int k = 1; k < CK_COUNT; k++)
+		emit(o, "kite_errors_total{kind=\"%s\"} %llu\n", kind_names[k],
+		     (unsigned long long)t->closed[k]);
+}
+
+static void render_ktls(struct out *o, const struct serve_stats *t)
 {
 	static const char *const dir[KITE_DIR_COUNT] = {"tx", "rx"};
+	char esc[256];
+
+	head(o, "kite_ktls_connections_total", "counter",
+	     "Connections whose direction the kernel encrypts or decrypts (kTLS).");
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		emit(o, "kite_ktls_connections_total{direction=\"%s\"} %llu\n", dir[d],
+		     (unsigned long long)t->ktls[d]);
+	head(o, "kite_ktls_fallbacks_total", "counter",
+	     "Connection directions left to userspace GnuTLS, by reason.");
+	for (unsigned f = 0; f < t->nfallback; f++) {
+		label_escape(esc, sizeof(esc), t->fallback[f].reason);
+		for (int d = 0; d < KITE_DIR_COUNT; d++)
+			if (t->fallback[f].n[d])
+				emit(o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"%s\"} %llu\n",
+				     dir[d], esc, (unsigned long long)t->fallback[f].n[d]);
+	}
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		if (t->fallback_other[d])
+			emit(o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"other\"} %llu\n",
+			     dir[d], (unsigned long long)t->fallback_other[d]);
+}
+
+/* One series per status that occurred (code="200" always, so that the
+ * series exists from the start). */
+static void render_codes(struct out *o, const char *name, const uint64_t *n)
+{
+	for (int k = 0; k < STATUS_SLOTS; k++) {
+		if (!n[k] && k)
+			continue;
+		if (slot_status(k))
+			emit(o, "%s{code=\"%d\"} %llu\n", name, slot_status(k),
+			     (unsigned long long)n[k]);
+		else
+			emit(o, "%s{code=\"other\"} %llu\n", name, (unsigned long long)n[k]);
+	}
+}
+
+static void render_requests(struct out *o, const struct serve_stats *t)
+{
+	head(o, "kite_requests_total", "counter", "HTTP responses queued, by status (all protocols).");
+	render_codes(o, "kite_requests_total", t->requests);
+	head(o, "kite_http2_requests_total", "counter",
+	     "Of those, HTTP/2 responses, by status (HTTP/1.x: the difference).");
+	render_codes(o, "kite_http2_requests_total", t->requests_h2);
+	head(o, "kite_http2_limit_total", "counter",
+	     "HTTP/2 connections that broke a limit and got GOAWAY, by limit.");
+	for (int l = 0; l < H2L_COUNT; l++)
+		emit(o, "kite_http2_limit_total{limit=\"%s\"} %llu\n", h2_limit_name(l),
+		     (unsigned long long)t->h2.limit[l]);
+}
+
+static void render_paths(struct out *o, const struct serve_stats *t)
+{
+	head(o, "kite_bytes_total", "counter",
+	     "Bytes into sockets by path: ktls-splice (io_uring), ktls-sendfile, ktls-copy, "
+	     "userspace-tls (GnuTLS records), send (headers).");
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		emit(o, "kite_bytes_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
+		     (unsigned long long)t->eng.path[p].bytes);
+	head(o, "kite_path_items_total", "counter", "Queued items (file ranges, buffers) by path.");
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		emit(o, "kite_path_items_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
+		     (unsigned long long)t->eng.path[p].requests);
+}
+
+static void render_server(struct out *o, struct server *srv)
+{
+	char esc[256];
+
+	if (srv->nworkers) {
+		head(o, "kite_engine_info", "gauge", "The engine rung in use (label) and threads.");
+		label_escape(esc, sizeof(esc), srv->workers[0].engine_desc);
+		*strchrnul(esc, ' ') = 0;
+		emit(o, "kite_engine_info{backend=\"%s\",threads=\"%u\"} 1\n", esc, srv->nworkers);
+	}
+	head(o, "kite_start_time_seconds", "gauge", "Unix time the server started.");
+	emit(o, "kite_start_time_seconds %llu\n", (unsigned long long)srv->started_at);
+}
+
+char *metrics_render(struct server *srv, size_t *len)
+{
 	struct serve_stats *t = malloc(sizeof(*t));
 	struct out o = {.cap = 8192};
-	char esc[256];
 
 	o.p = malloc(o.cap);
 	if (!t || !o.p) {
@@ -226,106 +389,12 @@ char *metrics_render(struct server *srv, size_t *len)
 	}
 	o.p[0] = 0;
 	sum(srv, t);
-
-	head(&o, "kite_connections_accepted_total", "counter", "TCP connections accepted.");
-	emit(&o, "kite_connections_accepted_total %llu\n", (unsigned long long)t->eng.accepted);
-	head(&o, "kite_connections_open", "gauge", "Connections past the TLS handshake now.");
-	emit(&o, "kite_connections_open %llu\n", (unsigned long long)t->open);
-	head(&o, "kite_connections_rejected_total", "counter",
-	     "Connections refused: 503 at a cap or while shutting down; engine_limit: "
-	     "closed at accept.");
-	emit(&o, "kite_connections_rejected_total{reason=\"global_cap\"} %llu\n"
-		 "kite_connections_rejected_total{reason=\"per_ip_cap\"} %llu\n"
-		 "kite_connections_rejected_total{reason=\"shutting_down\"} %llu\n"
-		 "kite_connections_rejected_total{reason=\"engine_limit\"} %llu\n",
-	     (unsigned long long)t->rejected_global, (unsigned long long)t->rejected_ip,
-	     (unsigned long long)t->rejected_shutdown, (unsigned long long)t->eng.rejected);
-	head(&o, "kite_accept_errors_total", "counter",
-	     "accept() failures (descriptors or memory exhausted), retried after ~100 ms.");
-	emit(&o, "kite_accept_errors_total %llu\n", (unsigned long long)t->eng.accept_errors);
-	head(&o, "kite_ktls_pushes_total", "counter",
-	     "Kernel TLS sends that met a full socket; TCP's queued records were pushed first.");
-	emit(&o, "kite_ktls_pushes_total %llu\n", (unsigned long long)t->eng.ktls_pushes);
-	head(&o, "kite_engine_rx_nobufs_total", "counter",
-	     "Receives that found no shared receive buffer free and used the connection's own.");
-	emit(&o, "kite_engine_rx_nobufs_total %llu\n", (unsigned long long)t->eng.rx_nobufs);
-	head(&o, "kite_connections_closed_total", "counter", "Connections ended, by how.");
-	for (int k = 0; k < CK_COUNT; k++)
-		emit(&o, "kite_connections_closed_total{kind=\"%s\"} %llu\n", kind_names[k],
-		     (unsigned long long)t->closed[k]);
-	head(&o, "kite_errors_total", "counter",
-	     "Connections that ended in an error, by kind (handshake: before it completed).");
-	for (int k = 1; k < CK_COUNT; k++)
-		emit(&o, "kite_errors_total{kind=\"%s\"} %llu\n", kind_names[k],
-		     (unsigned long long)t->closed[k]);
-
-	head(&o, "kite_handshakes_total", "counter", "TLS handshakes completed.");
-	emit(&o, "kite_handshakes_total %llu\n", (unsigned long long)t->handshakes);
-	head(&o, "kite_resumptions_total", "counter",
-	     "Handshakes that resumed a session (TLS 1.3 ticket).");
-	emit(&o, "kite_resumptions_total %llu\n", (unsigned long long)t->resumptions);
-	head(&o, "kite_ktls_connections_total", "counter",
-	     "Connections whose direction the kernel encrypts or decrypts (kTLS).");
-	for (int d = 0; d < KITE_DIR_COUNT; d++)
-		emit(&o, "kite_ktls_connections_total{direction=\"%s\"} %llu\n", dir[d],
-		     (unsigned long long)t->ktls[d]);
-	head(&o, "kite_ktls_fallbacks_total", "counter",
-	     "Connection directions left to userspace GnuTLS, by reason.");
-	for (unsigned f = 0; f < t->nfallback; f++) {
-		label_escape(esc, sizeof(esc), t->fallback[f].reason);
-		for (int d = 0; d < KITE_DIR_COUNT; d++)
-			if (t->fallback[f].n[d])
-				emit(&o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"%s\"} %llu\n",
-				     dir[d], esc, (unsigned long long)t->fallback[f].n[d]);
-	}
-	for (int d = 0; d < KITE_DIR_COUNT; d++)
-		if (t->fallback_other[d])
-			emit(&o, "kite_ktls_fallbacks_total{direction=\"%s\",reason=\"other\"} %llu\n",
-			     dir[d], (unsigned long long)t->fallback_other[d]);
-
-	head(&o, "kite_requests_total", "counter", "HTTP responses queued, by status.");
-	for (int k = 0; k < STATUS_SLOTS; k++) {
-		if (!t->requests[k] && k)
-			continue; /* code="200" always: the series exists from the start */
-		if (slot_status(k))
-			emit(&o, "kite_requests_total{code=\"%d\"} %llu\n", slot_status(k),
-			     (unsigned long long)t->requests[k]);
-		else
-			emit(&o, "kite_requests_total{code=\"other\"} %llu\n",
-			     (unsigned long long)t->requests[k]);
-	}
-	head(&o, "kite_response_body_bytes_total", "counter", "Body bytes of the responses queued.");
-	emit(&o, "kite_response_body_bytes_total %llu\n", (unsigned long long)t->body_bytes);
-
-	head(&o, "kite_bytes_total", "counter",
-	     "Bytes into sockets by path: ktls-splice (io_uring), ktls-sendfile, ktls-copy, "
-	     "userspace-tls (GnuTLS records), send (headers).");
-	for (int p = 0; p < KITE_PATH_COUNT; p++)
-		emit(&o, "kite_bytes_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
-		     (unsigned long long)t->eng.path[p].bytes);
-	head(&o, "kite_path_items_total", "counter", "Queued items (file ranges, buffers) by path.");
-	for (int p = 0; p < KITE_PATH_COUNT; p++)
-		emit(&o, "kite_path_items_total{path=\"%s\"} %llu\n", kite_engine_path_name(p),
-		     (unsigned long long)t->eng.path[p].requests);
-	head(&o, "kite_received_bytes_total", "counter", "Plaintext bytes received from clients.");
-	emit(&o, "kite_received_bytes_total %llu\n", (unsigned long long)t->eng.recv_bytes);
-	head(&o, "kite_engine_syscalls_total", "counter",
-	     "Syscalls the engines made (io_uring_enter / epoll_wait included).");
-	emit(&o, "kite_engine_syscalls_total %llu\n", (unsigned long long)t->eng.syscalls);
-	head(&o, "kite_engine_sqes_total", "counter", "io_uring submissions.");
-	emit(&o, "kite_engine_sqes_total %llu\n", (unsigned long long)t->eng.sqes);
-	head(&o, "kite_engine_pipe_exhausted_total", "counter",
-	     "File rounds that found no free splice pipe.");
-	emit(&o, "kite_engine_pipe_exhausted_total %llu\n",
-	     (unsigned long long)t->eng.pipe_exhausted);
-	if (srv->nworkers) {
-		head(&o, "kite_engine_info", "gauge", "The engine rung in use (label) and threads.");
-		label_escape(esc, sizeof(esc), srv->workers[0].engine_desc);
-		*strchrnul(esc, ' ') = 0;
-		emit(&o, "kite_engine_info{backend=\"%s\",threads=\"%u\"} 1\n", esc, srv->nworkers);
-	}
-	head(&o, "kite_start_time_seconds", "gauge", "Unix time the server started.");
-	emit(&o, "kite_start_time_seconds %llu\n", (unsigned long long)srv->started_at);
+	render_scalars(&o, t);
+	render_closes(&o, t);
+	render_ktls(&o, t);
+	render_requests(&o, t);
+	render_paths(&o, t);
+	render_server(&o, srv);
 	kernel_tls_stat(&o);
 	free(t);
 	if (o.oom) {

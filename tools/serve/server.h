@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "h2.h"
 #include "kite.h"
 #include "respond.h"
 #include "session.h"
@@ -47,6 +48,8 @@ struct serve_config {
 	unsigned pipeline;
 	unsigned inline_max;     /* bytes: small bodies go in the head's record */
 	int backlog;
+	bool http2;              /* ALPN offers h2 */
+	unsigned h2_max_streams, h2_max_requests, h2_resets_per_s;
 };
 
 /* ---- limits.c: open connections per client address ---------------------- */
@@ -116,7 +119,9 @@ struct serve_stats {
 	uint64_t fallback_other[KITE_DIR_COUNT]; /* reasons beyond the table */
 	uint64_t closed[CK_COUNT];
 	uint64_t rejected_global, rejected_ip, rejected_shutdown;
-	uint64_t requests[STATUS_SLOTS];    /* by status_slot() */
+	uint64_t requests[STATUS_SLOTS];    /* by status_slot(), every protocol */
+	uint64_t requests_h2[STATUS_SLOTS]; /* of which over HTTP/2 */
+	struct h2_stats h2;
 	uint64_t body_bytes;
 	uint64_t open;                      /* connections past the handshake now */
 };
@@ -137,6 +142,7 @@ struct worker {
 	unsigned ctx_gen;          /* context generation in use */
 	struct conn *conns;        /* open connections (ticks, shutdown) */
 	struct sess_config scfg;
+	struct h2_config h2cfg;
 	bool drain_seen;
 	bool metrics;              /* the plain-HTTP metrics listener */
 	/* stderr reports, at most one per interval (this thread only) */

@@ -61,9 +61,7 @@ static void request_line(const char *p, size_t n, struct sess_answer *a)
 		a->line_len--;
 }
 
-/* Read a small body whole; false on a short read or an error, which the
- * file path then handles (a file cut short ends the connection there). */
-static bool read_whole(int fd, char *buf, size_t len, uint64_t off)
+bool sess_pread_all(int fd, char *buf, size_t len, uint64_t off)
 {
 	size_t got = 0;
 
@@ -109,7 +107,7 @@ static void answer(struct session *s, const struct http_request *req, int status
 		memcpy(out + n, res.body, res.body_len);
 		n += res.body_len;
 	} else if (res.fd >= 0 && res.length <= s->cfg->inline_max && res.length <= sizeof(out) - n &&
-		   read_whole(res.fd, out + n, (size_t)res.length, res.offset)) {
+		   sess_pread_all(res.fd, out + n, (size_t)res.length, res.offset)) {
 		n += (size_t)res.length;
 		response_clear(&res); /* closes the file: nothing more to send */
 	}

@@ -27,6 +27,7 @@ struct sess_answer {
 	int status;
 	uint64_t body_bytes;            /* bytes of body queued */
 	time_t when;
+	uint32_t stream_id;             /* HTTP/2 stream; 0: HTTP/1.x */
 };
 
 struct sess_transport {
@@ -42,6 +43,8 @@ struct sess_transport {
 	void (*answered)(void *t, const struct sess_answer *a);
 	/* Stop (true) or resume reading from the client; may be NULL. */
 	void (*pause)(void *t, bool on);
+	/* Bytes queued and not yet handed to the kernel; may be NULL. */
+	size_t (*queued)(void *t);
 };
 
 struct sess_config {
@@ -84,5 +87,9 @@ void sess_tick(struct session *s, uint64_t now_ms);
 void sess_drain_server(struct session *s);
 /* Refuse the connection (503 over limits, or shutting down) and end it. */
 void sess_reject(struct session *s, int status);
+
+/* Read len bytes of fd at off (a small body sent from memory); false on a
+ * short read or an error: the file shrank or cannot be read. */
+bool sess_pread_all(int fd, char *buf, size_t len, uint64_t off);
 
 #endif

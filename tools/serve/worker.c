@@ -31,6 +31,7 @@ struct pending_log {
 
 struct conn {
 	struct session sess;
+	struct h2conn *h2;          /* ALPN h2: this instead of sess */
 	struct worker *w;
 	struct kite_stream *s;
 	struct conn *prev, *next;
@@ -143,6 +144,14 @@ static void t_answered(void *t, const struct sess_answer *a)
 
 	w->cur.requests[status_slot(a->status)]++;
 	w->cur.body_bytes += a->body_bytes;
+	if (a->stream_id) {
+		/* HTTP/2 answers when the stream has ended, with the body
+		 * bytes it queued: streams interleave, no stream position. */
+		w->cur.requests_h2[status_slot(a->status)]++;
+		if (w->srv->log.fd >= 0)
+			log_line(c, a);
+		return;
+	}
 	c->answered_end = c->queued;
 	if (w->srv->log.fd < 0)
 		return;
@@ -178,6 +187,13 @@ static void t_pause(void *t, bool on)
 	kite_stream_pause_rx(c->s, on);
 }
 
+static size_t t_queued(void *t)
+{
+	struct conn *c = t;
+
+	return kite_stream_queued(c->s);
+}
+
 static const struct sess_transport stream_transport = {
 	.send = t_send,
 	.sendfile = t_sendfile,
@@ -185,6 +201,7 @@ static const struct sess_transport stream_transport = {
 	.abort = t_abort,
 	.answered = t_answered,
 	.pause = t_pause,
+	.queued = t_queued,
 };
 
 /* ---- Engine callbacks ---------------------------------------------------- */
@@ -207,8 +224,9 @@ static void count_fallback(struct serve_stats *st, int dir, const char *why)
 	st->fallback[i].n[dir]++;
 }
 
-/* What the handshake gave: counters, and the access log's TLS fields. */
-static void note_tls(struct conn *c)
+/* What the handshake gave: counters, and the access log's TLS fields.
+ * Returns whether the client chose HTTP/2 and the kernel encrypts. */
+static void note_tls(struct conn *c, bool *h2, bool *ktx)
 {
 	struct kite_conn *kc = kite_stream_conn(c->s);
 	struct serve_stats *st = &c->w->cur;
@@ -222,6 +240,8 @@ static void note_tls(struct conn *c)
 	}
 	if (info.resumed)
 		st->resumptions++;
+	*h2 = !strcmp(info.alpn, "h2");
+	*ktx = info.ktls[KITE_TX];
 	for (int d = 0; d < KITE_DIR_COUNT; d++) {
 		if (info.ktls[d])
 			st->ktls[d]++;
@@ -266,6 +286,7 @@ static void on_open(struct kite_stream *s)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct conn *c = calloc(1, sizeof(*c));
+	bool h2 = false, ktx = false;
 
 	if (!c) {
 		kite_stream_abort(s, -ENOMEM);
@@ -285,16 +306,33 @@ static void on_open(struct kite_stream *s)
 		ip_key(&ss, c->key, c->ip, sizeof(c->ip));
 	else
 		snprintf(c->ip, sizeof(c->ip), "-");
-	note_tls(c);
-	if (admit(c))
-		sess_reject(&c->sess, 503);
+	note_tls(c, &h2, &ktx);
+	if (h2) {
+		/* File ranges are queued to the engine only where the kernel
+		 * encrypts: there they are spliced behind the frame header. */
+		c->h2 = h2_create(&w->h2cfg, &stream_transport, c, ktx);
+		if (!c->h2) {
+			kite_stream_abort(s, -ENOMEM);
+			return;
+		}
+	}
+	if (admit(c)) {
+		if (c->h2)
+			h2_reject(c->h2, 503);
+		else
+			sess_reject(&c->sess, 503);
+	} else if (c->h2) {
+		h2_drained(c->h2, mono_ms()); /* the server's SETTINGS go first */
+	}
 }
 
 static void on_data(struct kite_stream *s, const void *buf, size_t len)
 {
 	struct conn *c = kite_stream_user(s);
 
-	if (c)
+	if (c && c->h2)
+		h2_data(c->h2, buf, len, mono_ms());
+	else if (c)
 		sess_data(&c->sess, buf, len, mono_ms());
 }
 
@@ -305,7 +343,10 @@ static void on_drain(struct kite_stream *s)
 	if (!c)
 		return;
 	flush_log(c, false);
-	sess_drained(&c->sess, mono_ms());
+	if (c->h2)
+		h2_drained(c->h2, mono_ms());
+	else
+		sess_drained(&c->sess, mono_ms());
 	/* A response is in the kernel: /metrics should show it already. */
 	stats_publish(c->w);
 }
@@ -376,6 +417,7 @@ static void on_close(struct kite_stream *s, int err)
 			c->next->prev = c->prev;
 		flush_log(c, true);
 		sess_fini(&c->sess);
+		h2_destroy(c->h2); /* logs the streams still open */
 		free(c);
 		kite_stream_set_user(s, NULL);
 	}
@@ -420,8 +462,12 @@ static void begin_drain(struct worker *w)
 	 * instead of them waiting in a backlog nobody will accept from. */
 	for (unsigned i = 0; i < w->nl; i++)
 		(void)shutdown(w->lfd[i], SHUT_RD);
-	for (struct conn *c = w->conns; c; c = c->next)
-		sess_drain_server(&c->sess);
+	for (struct conn *c = w->conns; c; c = c->next) {
+		if (c->h2)
+			h2_drain_server(c->h2);
+		else
+			sess_drain_server(&c->sess);
+	}
 }
 
 static int setup(struct worker *w)
@@ -449,6 +495,12 @@ static int setup(struct worker *w)
 	/* The engine's own cap closes connections without a word; ours
 	 * (admit) answers 503. Leave room above ours for handshakes. */
 	cfg.max_streams = sc->max_conns + sc->max_conns / 4 + 64;
+	/* An HTTP/2 DATA frame carries at most 16 KiB (the client's
+	 * SETTINGS_MAX_FRAME_SIZE, rarely raised): with the default (16 KiB
+	 * and less go READ -> SEND) no frame would ever be spliced. Small
+	 * HTTP/1.1 bodies ride in their head's record anyway (--inline-max). */
+	if (sc->http2)
+		cfg.small_max = 8192;
 	r = kite_engine_create(&e, &cfg);
 	if (r) {
 		snprintf(w->start_msg, sizeof(w->start_msg), "engine: %s",
@@ -545,8 +597,12 @@ static void *worker_main(void *arg)
 		adopt_ctx(w);
 		if (atomic_load(&srv->draining) && !w->drain_seen)
 			begin_drain(w);
-		for (struct conn *c = w->conns; c; c = c->next)
-			sess_tick(&c->sess, now);
+		for (struct conn *c = w->conns; c; c = c->next) {
+			if (c->h2)
+				h2_tick(c->h2, now);
+			else
+				sess_tick(&c->sess, now);
+		}
 		stats_publish(w);
 		report_accept(w, now);
 		trim_after_burst(w);
@@ -590,6 +646,16 @@ int worker_start(struct worker *w, struct server *srv, unsigned id)
 	/* A small file costs one pread and then rides in the head's record:
 	 * one send instead of a file operation plus a second record. */
 	w->scfg.inline_max = srv->cfg.inline_max;
+	w->h2cfg = (struct h2_config){
+		.rp = &srv->rp,
+		.inline_max = srv->cfg.inline_max,
+		.max_streams = srv->cfg.h2_max_streams,
+		.max_requests = srv->cfg.h2_max_requests,
+		.resets_per_s = srv->cfg.h2_resets_per_s,
+		.max_header_list = HTTP_MAX_HEADERS_BYTES,
+		.send_timeout_ms = srv->cfg.send_timeout_ms,
+		.stats = &w->cur.h2,
+	};
 	pthread_mutex_init(&w->mu, NULL);
 	return -pthread_create(&w->th, NULL, worker_main, w);
 }
