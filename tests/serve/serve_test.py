@@ -54,6 +54,15 @@ ALLOW_MISSING = os.environ.get("KITE_ALLOW_MISSING_PEERS") == "1"
 # UML runs generic-C crypto and slow exec: smaller bodies, longer waits.
 BIG = (2 << 20) if IN_UML else (8 << 20)
 WAIT = 60 if IN_UML else 20
+# Round sizes of the soak, fault and hostile tests: KITE_TEST_SIZE=full
+# (tools/test.sh all) runs the long rounds at full size; otherwise (the quick
+# run, a test run by hand) they are shorter. Every check runs either way.
+FULL_SIZE = os.environ.get("KITE_TEST_SIZE") == "full"
+
+
+def sized(quick, full):
+    return full if FULL_SIZE else quick
+
 MARK = b"KITE-SECRET-OUTSIDE-THE-ROOT"
 
 

@@ -18,7 +18,8 @@ Groups (each starts its own servers; --engine picks the rung, repeatable):
              /metrics (the peer's kind), the rule really fired
   transient  EINTR (and EAGAIN where the engine polls level-triggered) on
              every second call: every request still byte-exact
-  leaks      2 x 200 faulted requests (2 x 60 in UML): descriptors back to
+  leaks      2 x 200 faulted requests (2 x 60 in UML; half in the quick
+             run, KITE_TEST_SIZE not "full"): descriptors back to
              the idle count, no connection left open, RSS flat between the
              rounds, clean exit (LSan in the ASan stage)
   accept     io_uring accept completions failing (EMFILE, ENFILE, ENOBUFS,
@@ -417,7 +418,8 @@ def group_transient(t):
 def leaks(t, rule):
     srv = start(t, "leaks", rule)
     base = len(fds(srv))  # idle: listeners, pools, ring, log
-    rounds = 60 if SMALL else 200
+    # Quick run (serve_test.sized): half the rounds.
+    rounds = st.sized(30, 60) if SMALL else st.sized(100, 200)
     # Warm up before measuring RSS: pools, GnuTLS caches, malloc arenas.
     batch(t, srv, 20)
     metrics(srv)
