@@ -5,14 +5,31 @@
  * and /proc/net/tls_stat exists exactly when it is. On this project's CI
  * host (CONFIG_TLS not set) the probe must say kTLS is unavailable and why;
  * inside UML (KITE_REQUIRE_KTLS=1) every AEAD kite offloads must be there.
+ *
+ * Where kTLS exists it also asserts the kernel behaviour kite's switches
+ * rely on, as the kernel version it runs on predicts: TLS_TX_ZEROCOPY_RO is
+ * accepted (Linux >= 5.19) and TLS_RX_EXPECT_NO_PAD too (>= 6.0), and bytes
+ * sent through a kTLS TX socket with zerocopy sendfile arrive intact at a
+ * kTLS RX socket expecting no padding, with no padding violation and no
+ * decryption error counted in /proc/net/tls_stat.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "kite-private.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
 
 static bool ulp_listed(void)
 {
@@ -45,6 +62,97 @@ static bool kernel_at_least(int maj, int min)
 	if (uname(&u) || sscanf(u.release, "%d.%d", &a, &b) != 2)
 		return false;
 	return a > maj || (a == maj && b >= min);
+}
+
+/* Both ends of a TCP pair in the kernel with the same (all-zero) TLS 1.3
+ * AES-128-GCM key: fds[0] TX, fds[1] RX. */
+static void ktls_pair(int fds[2])
+{
+	static const char ulp[] = "tls";
+	static const uint8_t zero[16], iv[12] = {1};
+	const struct kite_keys k = {.key = zero, .key_len = 16, .iv = iv, .iv_len = 12};
+	union kite_crypto_info ci;
+	int size = kite_crypto_info_build(&ci, KITE_TLS13, KITE_AES_128_GCM, &k);
+
+	t_assert(size > 0, "crypto_info: %d", size);
+	t_tcp_pair(fds);
+	for (int i = 0; i < 2; i++)
+		t_assert(!setsockopt(fds[i], IPPROTO_TCP, TCP_ULP, ulp, sizeof(ulp)), "TCP_ULP: %s",
+			 strerror(errno));
+	t_assert(!setsockopt(fds[0], SOL_TLS, TLS_TX, &ci, (socklen_t)size), "TLS_TX: %s",
+		 strerror(errno));
+	t_assert(!setsockopt(fds[1], SOL_TLS, TLS_RX, &ci, (socklen_t)size), "TLS_RX: %s",
+		 strerror(errno));
+}
+
+/* setsockopt(SOL_TLS, opt, 1): 0 or -errno; on success getsockopt must say 1. */
+static int switch_on(int fd, int opt, const char *name)
+{
+	int one = 1, v = 0;
+	socklen_t len = sizeof(v);
+
+	if (setsockopt(fd, SOL_TLS, opt, &one, sizeof(one)))
+		return -errno;
+	t_assert(!getsockopt(fd, SOL_TLS, opt, &v, &len) && v == 1, "%s reads back %d: %s", name,
+		 v, strerror(errno));
+	return 0;
+}
+
+static void kernel_switches(void)
+{
+	enum { SIZE = 256 << 10 };
+	static uint8_t got[SIZE];
+	long long nopad0 = t_tls_stat("TlsRxNoPadViolation"), dec0 = t_tls_stat("TlsDecryptError");
+	const struct timeval tv = {.tv_sec = 10};
+	uint64_t want, have;
+	off_t off = 0;
+	size_t n = 0;
+	int fds[2], file, zc, nopad;
+
+	ktls_pair(fds);
+	zc = switch_on(fds[0], TLS_TX_ZEROCOPY_RO, "TLS_TX_ZEROCOPY_RO");
+	nopad = switch_on(fds[1], TLS_RX_EXPECT_NO_PAD, "TLS_RX_EXPECT_NO_PAD");
+	printf("TLS_TX_ZEROCOPY_RO: %s; TLS_RX_EXPECT_NO_PAD: %s\n", zc ? strerror(-zc) : "accepted",
+	       nopad ? strerror(-nopad) : "accepted");
+	if (kernel_at_least(5, 19))
+		t_assert(zc == 0, "Linux >= 5.19 refuses TLS_TX_ZEROCOPY_RO: %s", strerror(-zc));
+	if (kernel_at_least(6, 0))
+		t_assert(nopad == 0, "Linux >= 6.0 refuses TLS_RX_EXPECT_NO_PAD: %s",
+			 strerror(-nopad));
+	else
+		t_assert(nopad != 0, "TLS_RX_EXPECT_NO_PAD accepted before Linux 6.0");
+
+	/* Records the kernel's own TX makes are never padded: the no-pad RX
+	 * must decrypt every one in place, without a retry. The zerocopy
+	 * flag only changes sendfile, hence sendfile, one 16 KiB record at a
+	 * time, each read back before the next: the socket buffers never
+	 * fill, and a record that never arrives fails after 10 s instead of
+	 * hanging. */
+	t_assert(!setsockopt(fds[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), "SO_RCVTIMEO: %s",
+		 strerror(errno));
+	file = t_temp_file(SIZE, 17, &want);
+	while (off < SIZE) {
+		ssize_t w = sendfile(fds[0], file, &off, 16 << 10);
+
+		t_assert(w > 0, "sendfile into kTLS: %s", w ? strerror(errno) : "0 bytes");
+		while (n < (size_t)off) {
+			ssize_t r = recv(fds[1], got + n, SIZE - n, 0);
+
+			t_assert(r > 0, "recv from kTLS RX after %zu bytes: %s", n,
+				 r ? strerror(errno) : "EOF");
+			n += (size_t)r;
+		}
+	}
+	have = t_hash(T_HASH_INIT, got, n);
+	t_assert(n == SIZE && have == want, "%zu of %d bytes, hash %s", n, SIZE,
+		 have == want ? "ok" : "differs");
+	if (nopad == 0)
+		t_assert(t_tls_stat("TlsRxNoPadViolation") == nopad0,
+			 "unpadded records counted as no-pad violations");
+	t_assert(t_tls_stat("TlsDecryptError") == dec0, "decryption errors");
+	close(file);
+	close(fds[0]);
+	close(fds[1]);
 }
 
 int main(void)
@@ -104,6 +212,7 @@ int main(void)
 			t_assert(caps->rekey == -EBUSY, "rekey %d on Linux < 6.14", caps->rekey);
 		if (kernel_at_least(6, 0))
 			t_assert(caps->rx_no_pad == 0, "no-pad: %s", caps->rx_no_pad_reason);
+		kernel_switches();
 	}
 
 	/* The default priority holds exactly the ciphers the kernel offloads

@@ -10,7 +10,9 @@ tools/kite-check.md and agree with the human table and the exit status. On a
 kernel without kTLS (this project's CI host) kite-check must say so and why:
 CONFIG_TLS not set when the kernel's config is readable, no TLS ULP otherwise.
 Where kTLS is required (KITE_REQUIRE_KTLS=1, set by tests/uml/uml-run) every
-version x cipher x direction must be offloaded.
+version x cipher x direction must be offloaded, and inside UML the rows
+kite-check marks offloadable must match the kTLS contexts the kernel counted
+in /proc/net/tls_stat during that run.
 
 config: each fixture names the options it lacks in a "# expect-missing:" line;
 kite-check config must list exactly those, and fail cleanly on bad input.
@@ -164,6 +166,35 @@ def ulp_listed():
         return False
 
 
+def tls_stat():
+    with open("/proc/net/tls_stat") as f:
+        return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
+
+def probe_matches_kernel(tool, schema):
+    """What kite-check offload --json reports against what the kernel did in
+    the same run: its probe installs one kTLS context per direction it calls
+    offloadable, so /proc/net/tls_stat's TlsTxSw and TlsRxSw must grow by
+    exactly the number of tx and rx rows marked ok (nothing else in a UML
+    boot installs kTLS meanwhile; on a shared host another process might)."""
+    if os.environ.get("KITE_IN_UML") != "1":
+        return
+    before = tls_stat()
+    doc = run_json(tool, schema, "offload")
+    after = tls_stat()
+    if not doc:
+        return
+    rows = [c for c in doc["checks"] if re.match(r"offload\.tls1[23]\.", c["id"])]
+    for d, stat in (("tx", "TlsTxSw"), ("rx", "TlsRxSw")):
+        ok = sum(1 for c in rows if c["id"].endswith("." + d) and c["status"] == "ok")
+        grew = after.get(stat, 0) - before.get(stat, 0)
+        print(f"kite-check offload: {ok} {d} rows ok, {stat} grew by {grew}")
+        check(grew == ok, f"kite-check says {ok} {d} combinations offload, but the kernel "
+              f"installed {grew} ({stat})")
+    check(after.get("TlsDecryptError", 0) == before.get("TlsDecryptError", 0),
+          "kite-check's probe caused a decryption error")
+
+
 def probe(tool, schema):
     require = os.environ.get("KITE_REQUIRE_KTLS") == "1"
     where = "inside UML" if os.environ.get("KITE_IN_UML") == "1" else "on this host"
@@ -212,6 +243,7 @@ def probe(tool, schema):
                   f"rekey on Linux < 6.14: {rekey}")
         if kernel_at_least(6, 0):
             check(checks["offload.rx_no_pad"]["status"] == "ok", "no-pad RX missing on >= 6.0")
+        probe_matches_kernel(tool, schema)
         config = checks["kernel.config"]
         if config["status"] == "ok":
             # A config we can read (the self-built UML kernel has
