@@ -101,9 +101,9 @@ kernel_for() {
 		stage_kernel=$k612
 	else
 		if ((!said_how)); then
-			echo "tools/test.sh: kernel suite on Debian's UML $("$DEBIAN_UML" --version 2>/dev/null);" \
-				"for Linux 6.12 as well, build it once (~7 min on 2 cores):" \
-				"kernel-config/build-uml-kernel" >&2
+			echo "tools/test.sh: no Linux 6.12 UML kernel cached, so the kernel suite" \
+				"runs on Debian's UML $("$DEBIAN_UML" --version 2>/dev/null) only; build" \
+				"6.12 once (~7 min on 2 cores) with: kernel-config/build-uml-kernel" >&2
 			said_how=1
 		fi
 		stage_kernel=$DEBIAN_UML
