@@ -212,6 +212,8 @@ int main(void)
 			t_assert(caps->rekey == -EBUSY, "rekey %d on Linux < 6.14", caps->rekey);
 		if (kernel_at_least(6, 0))
 			t_assert(caps->rx_no_pad == 0, "no-pad: %s", caps->rx_no_pad_reason);
+		if (kernel_at_least(5, 19))
+			t_assert(caps->tx_zerocopy_ro == 0, "zerocopy: %s", caps->tx_zerocopy_ro_reason);
 		kernel_switches();
 	}
 
