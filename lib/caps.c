@@ -17,6 +17,10 @@
 
 #include "kite-private.h"
 
+/* ABI: the arrays in struct kite_caps have fixed slots. */
+_Static_assert(KITE_VERSION_COUNT <= KITE_VERSION_SLOTS && KITE_CIPHER_COUNT <= KITE_CIPHER_SLOTS,
+	       "raise no *_SLOTS: add a new struct member instead");
+
 static struct kite_caps caps;
 static const struct kite_caps *override;
 static pthread_once_t once = PTHREAD_ONCE_INIT;

@@ -343,9 +343,45 @@ static void tickets(const struct t_creds *cr)
 	printf("tickets: resumption across contexts sharing a key file ok\n");
 }
 
+/* ABI: reserved words are zero where the library fills a struct, and a
+ * config with one set (a newer caller's member) is refused, not ignored. */
+static void abi_reserved(void)
+{
+	struct kite_engine_config cfg;
+	struct kite_engine *e = NULL;
+	struct kite_conn_info info;
+	struct kite_ctx *ctx;
+	struct kite_conn *c;
+	int fds[2], r;
+
+	kite_engine_config_init(&cfg);
+	for (size_t i = 0; i < sizeof(cfg.reserved) / sizeof(cfg.reserved[0]); i++)
+		t_assert(cfg.reserved[i] == 0, "config reserved[%zu] not zeroed", i);
+	cfg.reserved[3] = 1;
+	r = kite_engine_create(&e, &cfg);
+	t_assert(r == -EINVAL && !e, "config with a reserved word set: %d", r);
+	t_assert(strstr(kite_engine_create_error(), "reserved"), "error: %s",
+		 kite_engine_create_error());
+
+	t_tcp_pair(fds);
+	t_ok(kite_ctx_create(&ctx, KITE_CLIENT));
+	t_ok(kite_conn_create(&c, ctx, fds[0]));
+	memset(&info, 0xa5, sizeof(info));
+	t_ok(kite_conn_info(c, &info));
+	for (size_t i = 0; i < sizeof(info.reserved) / sizeof(info.reserved[0]); i++)
+		t_assert(info.reserved[i] == 0, "info reserved[%zu] = %llx", i,
+			 (unsigned long long)info.reserved[i]);
+	kite_conn_destroy(c);
+	kite_ctx_destroy(ctx);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	struct t_creds cr;
+
+	abi_reserved();
 
 	t_make_creds(&cr);
 	contexts(&cr);

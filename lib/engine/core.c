@@ -94,8 +94,16 @@ const char *kite_engine_path_name(enum kite_engine_path p)
 	return (unsigned)p < KITE_PATH_COUNT ? path_names[p] : "unknown path";
 }
 
+_Static_assert(KITE_PATH_COUNT <= KITE_PATH_SLOTS, "kite_engine_stats.path has fixed slots (ABI)");
+
 static int check_config(const struct kite_engine_config *c)
 {
+	/* ABI: a newer caller may have set a member this library does not
+	 * know; ignoring it would be worse than saying so. */
+	for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
+		if (c->reserved[i])
+			return create_fail(-EINVAL, "config: reserved word %zu is set (a newer kite.h "
+					   "than this library? start from kite_engine_config_init())", i);
 	if (c->ctx && c->ctx->role != KITE_SERVER && c->ctx->role != KITE_CLIENT)
 		return create_fail(-EINVAL, "config: bad context");
 	if ((unsigned)c->backend > KITE_ENGINE_EPOLL)

@@ -13,6 +13,27 @@
  *   - create/destroy pairs; destroy(NULL) is a no-op.
  *   - Blocking behaviour follows the socket: on a blocking fd every call
  *     completes (or fails); on an O_NONBLOCK fd calls may return -EAGAIN.
+ *
+ * ABI rule (a program built against an older kite.h keeps working with a
+ * newer libkite.so.0):
+ *   - Handles (kite_ctx, kite_conn, kite_engine, kite_stream) are opaque.
+ *   - A struct the caller allocates (kite_conn_info, kite_engine_config,
+ *     kite_engine_info, kite_engine_stats) never changes size: it ends in
+ *     reserved space, and a new member takes the place of reserved words at
+ *     the end of what is used, so older members keep their offsets. The
+ *     library fills reserved space with zeros; kite_engine_config_init()
+ *     zeroes it, and kite_engine_create() refuses a config whose reserved
+ *     words are not zero (a newer caller's setting an older library cannot
+ *     honour fails instead of being ignored).
+ *   - A struct only the library allocates (kite_caps, read through a const
+ *     pointer) may grow at its end.
+ *   - Arrays indexed by an enum are sized by a *_SLOTS constant that stays
+ *     fixed, so a new cipher, version or path adds an index, not a stride.
+ *   - Enum values and #define'd flags are never renumbered or reused.
+ *   - Symbols are versioned (libkite.map): a new function goes into the
+ *     node of the release that adds it.
+ * lib/abi/libkite.abi is the committed description of this ABI; the test
+ * suite compares every build against it (lib/abi/README.md).
  */
 #ifndef KITE_H
 #define KITE_H
@@ -48,6 +69,10 @@ enum kite_dir { KITE_TX = 0, KITE_RX = 1, KITE_DIR_COUNT = 2 };
 
 /* Protocol versions kite can hand to the kernel. */
 enum kite_version { KITE_TLS12 = 0, KITE_TLS13 = 1, KITE_VERSION_COUNT = 2 };
+
+/* Array sizes for enum-indexed arrays in structs (ABI: never change). */
+#define KITE_VERSION_SLOTS 4
+#define KITE_CIPHER_SLOTS 8
 
 /* AEADs kite can hand to the kernel. */
 enum kite_cipher {
@@ -107,8 +132,9 @@ const char *kite_dir_name(enum kite_dir d);
 struct kite_caps {
 	int ulp;                 /* TCP_ULP "tls" */
 	const char *ulp_reason;
-	int offload[KITE_VERSION_COUNT][KITE_CIPHER_COUNT][KITE_DIR_COUNT];
-	const char *offload_reason[KITE_VERSION_COUNT][KITE_CIPHER_COUNT][KITE_DIR_COUNT];
+	/* [version][cipher][dir]; entries past the *_COUNTs are unused. */
+	int offload[KITE_VERSION_SLOTS][KITE_CIPHER_SLOTS][KITE_DIR_COUNT];
+	const char *offload_reason[KITE_VERSION_SLOTS][KITE_CIPHER_SLOTS][KITE_DIR_COUNT];
 	int rekey;               /* TLS 1.3 key update of an installed key (Linux >= 6.14) */
 	const char *rekey_reason;
 	int rx_no_pad;           /* TLS_RX_EXPECT_NO_PAD (Linux >= 6.0) */
@@ -341,6 +367,7 @@ struct kite_conn_info {
 	bool rx_expect_no_pad;
 	const char *tx_zerocopy_ro_reason;
 	const char *rx_expect_no_pad_reason;
+	uint64_t reserved[16];  /* ABI: zero; later members come from here */
 };
 
 int kite_conn_info(const struct kite_conn *conn, struct kite_conn_info *info);
@@ -434,6 +461,8 @@ struct kite_engine_config {
 	 * rung reads when the socket is readable, into one buffer per
 	 * engine). */
 	unsigned rx_buffers;
+
+	uint64_t reserved[16];  /* ABI: zero (kite_engine_config_init); later members come from here */
 };
 
 /* Fill cfg with the defaults above (ctx NULL, no callbacks). */
@@ -519,6 +548,7 @@ struct kite_engine_info {
 	unsigned ring_flags;     /* IORING_SETUP_* in use; 0 for epoll */
 	unsigned pipes;          /* pipes in the pool */
 	size_t pipe_size;        /* bytes per pipe, as the kernel granted */
+	uint64_t reserved[8];    /* ABI: zero; later members come from here */
 };
 int kite_engine_describe(const struct kite_engine *e, struct kite_engine_info *info);
 
@@ -541,12 +571,17 @@ struct kite_engine_path_stats {
 	uint64_t bytes;     /* payload bytes it moved into sockets */
 	uint64_t sqes;      /* io_uring submissions it made */
 	uint64_t syscalls;  /* direct syscalls it made (epoll rung, GnuTLS I/O) */
+	uint64_t reserved[4]; /* ABI: zero; later members come from here */
 };
+
+/* Size of kite_engine_stats.path (ABI: never changes); paths past
+ * KITE_PATH_COUNT are unused. */
+#define KITE_PATH_SLOTS 16
 
 /* Counters since creation. syscalls counts every syscall the engine makes
  * itself: io_uring_enter, epoll_wait, and direct calls. */
 struct kite_engine_stats {
-	struct kite_engine_path_stats path[KITE_PATH_COUNT];
+	struct kite_engine_path_stats path[KITE_PATH_SLOTS];
 	uint64_t enters;          /* io_uring_enter / epoll_wait calls */
 	uint64_t syscalls;        /* all of the engine's syscalls, enters included */
 	uint64_t sqes;            /* all io_uring submissions */
@@ -570,6 +605,7 @@ struct kite_engine_stats {
 				   * TCP's queued records first (see engine/core.c) */
 	uint64_t rx_nobufs;       /* receives that found no shared buffer free
 				   * (rx_buffers) and used the stream's own */
+	uint64_t reserved[32];    /* ABI: zero; later members come from here */
 };
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
 
