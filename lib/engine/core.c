@@ -181,10 +181,68 @@ static int try_rung(struct kite_engine *e, enum kite_engine_backend b, char *why
 	return r;
 }
 
+/* The rung the configuration or KITE_ENGINE names (how), or an error that
+ * says why it cannot work here. */
+static int forced_rung(struct kite_engine *e, enum kite_engine_backend want, const char *how)
+{
+	char why[512] = "";
+	size_t used;
+	int r;
+
+	r = try_rung(e, want, why, sizeof(why));
+	if (r)
+		return create_fail(r == -EINVAL ? -EINVAL : -EOPNOTSUPP, "%s rung %s unusable: %s",
+				   how, rung_names[want], why);
+	used = strlen(e->reason);
+	snprintf(e->reason + used, sizeof(e->reason) - used, "%s%s %s", used ? "; " : "", how,
+		 how[0] == 'K' ? rung_names[want] : "rung");
+	return 0;
+}
+
+/* The ladder: each rung is tried for real; the first that works is kept,
+ * with the reasons the better ones failed:
+ * "<better rung>: <why not>; ...; <notes of this rung>". */
+static int ladder_rung(struct kite_engine *e)
+{
+	static const enum kite_engine_backend ladder[] = {
+		KITE_ENGINE_URING, KITE_ENGINE_URING_BASIC, KITE_ENGINE_EPOLL,
+	};
+	char why[512] = "";
+	size_t used, n;
+	int r = -EOPNOTSUPP;
+
+	for (unsigned i = 0; i < 3 && r; i++) {
+		r = try_rung(e, ladder[i], why, sizeof(why));
+		/* io_uring_setup itself refused: the basic rung would only
+		 * hear the same answer. */
+		if (ladder[i] == KITE_ENGINE_URING && (r == -ENOSYS || r == -EPERM))
+			i++;
+	}
+	if (r)
+		return create_fail(r, "no engine rung works: %s", why);
+	if (!why[0]) {
+		if (!e->reason[0])
+			snprintf(e->reason, sizeof(e->reason), "best rung available");
+		return 0;
+	}
+	used = strlen(why);
+	if (e->reason[0] && used + 2 < sizeof(why)) {
+		n = strlen(e->reason);
+		memcpy(why + used, "; ", 2);
+		used += 2;
+		if (n > sizeof(why) - 1 - used)
+			n = sizeof(why) - 1 - used;
+		memcpy(why + used, e->reason, n);
+		why[used + n] = 0;
+	}
+	memcpy(e->reason, why, sizeof(e->reason) - 1);
+	e->reason[sizeof(e->reason) - 1] = 0;
+	return 0;
+}
+
 int kite_engine_create(struct kite_engine **out, const struct kite_engine_config *cfg)
 {
 	enum kite_engine_backend want;
-	char why[512] = "";
 	struct kite_engine *e;
 	const char *how;
 	int r;
@@ -224,54 +282,9 @@ int kite_engine_create(struct kite_engine **out, const struct kite_engine_config
 		goto fail;
 	}
 
-	if (want != KITE_ENGINE_AUTO) {
-		r = try_rung(e, want, why, sizeof(why));
-		if (r) {
-			r = create_fail(r == -EINVAL ? -EINVAL : -EOPNOTSUPP, "%s rung %s unusable: %s",
-					how, rung_names[want], why);
-			goto fail;
-		}
-		snprintf(e->reason + strlen(e->reason), sizeof(e->reason) - strlen(e->reason),
-			 "%s%s %s", e->reason[0] ? "; " : "", how,
-			 how[0] == 'K' ? rung_names[want] : "rung");
-	} else {
-		/* The ladder: each rung is tried for real; the first that
-		 * works is kept, with the reasons the better ones failed. */
-		static const enum kite_engine_backend ladder[] = {
-			KITE_ENGINE_URING, KITE_ENGINE_URING_BASIC, KITE_ENGINE_EPOLL,
-		};
-		r = -EOPNOTSUPP;
-		for (unsigned i = 0; i < 3 && r; i++) {
-			r = try_rung(e, ladder[i], why, sizeof(why));
-			/* io_uring_setup itself refused: the basic rung would
-			 * only hear the same answer. */
-			if (ladder[i] == KITE_ENGINE_URING && (r == -ENOSYS || r == -EPERM))
-				i++;
-		}
-		if (r) {
-			r = create_fail(r, "no engine rung works: %s", why);
-			goto fail;
-		}
-		if (why[0]) {
-			/* "<better rung>: <why not>; ...; <notes of this rung>" */
-			size_t used = strlen(why);
-
-			if (e->reason[0] && used + 2 < sizeof(why)) {
-				size_t n = strlen(e->reason);
-
-				memcpy(why + used, "; ", 2);
-				used += 2;
-				if (n > sizeof(why) - 1 - used)
-					n = sizeof(why) - 1 - used;
-				memcpy(why + used, e->reason, n);
-				why[used + n] = 0;
-			}
-			memcpy(e->reason, why, sizeof(e->reason) - 1);
-			e->reason[sizeof(e->reason) - 1] = 0;
-		} else if (!e->reason[0]) {
-			snprintf(e->reason, sizeof(e->reason), "best rung available");
-		}
-	}
+	r = want != KITE_ENGINE_AUTO ? forced_rung(e, want, how) : ladder_rung(e);
+	if (r)
+		goto fail;
 	*out = e;
 	return 0;
 fail:

@@ -971,154 +971,198 @@ static void shut_chain(struct kite_stream *s)
 	io_uring_prep_shutdown(q, s->fd, SHUT_WR);
 }
 
-static void tx_next(struct kite_stream *s)
+/* ---- Send: the next round, step by step ------------------------------------ */
+
+/* What a step of tx_next() did: nothing to do here (try the next step), made
+ * progress without the kernel (look again from the first step), or
+ * submitted a chain / waits for a resource or completion (stop). */
+enum tx_step { STEP_SKIP, STEP_AGAIN, STEP_DONE };
+
+/* A pool buffer for this round, or queue for one (FIFO) and wait. */
+static bool take_buf(struct kite_stream *s)
+{
+	s->buf = eng_buf_get(s->e);
+	if (s->buf >= 0)
+		return true;
+	eng_wait_resource(s);
+	return false;
+}
+
+/* GnuTLS seals n bytes of the head item (at src) into the round's buffer;
+ * once those records are in the socket the item is charged n bytes on
+ * path (tx_left_done). */
+static enum tx_step encrypt_round(struct kite_stream *s, const uint8_t *src, uint64_t n,
+				  bool in_place, uint8_t path)
+{
+	struct eng_item *it = s->qhead;
+	int r;
+
+	s->buf_len = s->buf_off = 0;
+	r = encrypt_into_buf(s, src, n, in_place);
+	if (r) {
+		eng_fail(s, r);
+		return STEP_DONE;
+	}
+	it->off += n;
+	it->left -= n;
+	s->stage_plain = n;
+	s->stage_path = path;
+	return STEP_AGAIN;
+}
+
+/* Records leave in the order GnuTLS made them: first the rest of a round's
+ * buffer (file bytes on the copy path, or records). */
+static enum tx_step flush_round(struct kite_stream *s)
+{
+	struct eng_item *it = s->qhead;
+
+	if (s->buf < 0 || s->buf_off >= s->buf_len)
+		return STEP_SKIP;
+	send_chain(s, TXK_LEFT, s->stage_plain ? s->stage_path : eng_path(s, MECH_COPY),
+		   eng_buf(s->e, s->buf) + s->buf_off, s->buf_len - s->buf_off, it && more_after(it, 0));
+	return STEP_DONE;
+}
+
+/* Then what GnuTLS wrote outside a round (alerts, KeyUpdate replies from
+ * the receive side, close_notify). */
+static enum tx_step flush_stage(struct kite_stream *s)
+{
+	if (s->stage_off >= s->stage_len)
+		return STEP_SKIP;
+	send_chain(s, TXK_STAGE, KITE_PATH_USER, s->stage_mem + s->stage_off,
+		   s->stage_len - s->stage_off, false);
+	return STEP_DONE;
+}
+
+/* File bytes read for GnuTLS are encrypted now, after any record made
+ * while the read was in flight; else the finished round's buffer goes
+ * back to the pool. */
+static enum tx_step encrypt_pending(struct kite_stream *s)
+{
+	uint32_t n = s->buf_plain;
+
+	if (s->buf < 0)
+		return STEP_SKIP;
+	if (n) {
+		s->buf_plain = 0;
+		return encrypt_round(s, eng_buf(s->e, s->buf) + ENG_PLAIN_OFF, n, true, KITE_PATH_USER);
+	}
+	eng_buf_put(s->e, s->buf);
+	s->buf = -1;
+	s->buf_len = s->buf_off = 0;
+	return STEP_SKIP;
+}
+
+/* Bytes left in the pipe by a short splice go before anything new; an
+ * empty pipe goes back to the pool. */
+static enum tx_step drain_pipe(struct kite_stream *s)
+{
+	if (s->pipe < 0)
+		return STEP_SKIP;
+	if (s->pipe_fill) {
+		drain_chain(s);
+		return STEP_DONE;
+	}
+	eng_pipe_put(s->e, s->pipe, false);
+	s->pipe = -1;
+	return STEP_SKIP;
+}
+
+/* The queue is empty: on_drain, then the close sequence the core orders. */
+static enum tx_step queue_empty(struct kite_stream *s)
+{
+	if (s->qhead)
+		return STEP_SKIP;
+	if (eng_drained(s))
+		return STEP_AGAIN;
+	switch (eng_close_next(s)) {
+	case ENG_CLOSE_NOTIFY:
+		notify_chain(s);
+		return STEP_DONE;
+	case ENG_CLOSE_FLUSH:
+		return STEP_AGAIN;
+	case ENG_CLOSE_FIN:
+		shut_chain(s);
+		return STEP_DONE;
+	default:
+		return STEP_DONE;
+	}
+}
+
+/* A file range through kernel TLS or plaintext: splice rounds through a
+ * pipe for large ranges, else (or with every pipe taken) a buffer. */
+static enum tx_step start_file(struct kite_stream *s, struct eng_item *it)
 {
 	struct kite_engine *e = s->e;
-	struct kite_conn *c = s->conn;
 
-	for (;;) {
-		struct eng_item *it;
-		int r;
+	if (!it->mech)
+		it->mech = e->npipes && it->len > e->cfg.small_max ? MECH_SPLICE : MECH_COPY;
+	if (it->mech == MECH_SPLICE) {
+		s->pipe = eng_pipe_get(e);
+		if (s->pipe >= 0) {
+			splice_chain(s, it);
+			return STEP_DONE;
+		}
+		e->st.pipe_exhausted++; /* this round takes the copy path */
+	}
+	if (take_buf(s))
+		copy_chain(s, it);
+	return STEP_DONE;
+}
 
+/* The head item's next round. */
+static enum tx_step start_item(struct kite_stream *s)
+{
+	struct eng_item *it = s->qhead;
+	bool user = s->conn && !s->ktx;
+
+	if (it->kind == ITEM_BUF && user) {
+		/* Userspace TLS: sealed into a pool buffer, then sent. */
+		size_t cap = (s->e->buf_stride / (KITE_MAX_RECORD + ENG_REC_SLACK)) * KITE_MAX_RECORD;
+
+		if (!take_buf(s))
+			return STEP_DONE;
+		return encrypt_round(s, it->data + it->off, it->left < cap ? it->left : cap, false,
+				     KITE_PATH_SEND);
+	}
+	if (it->kind == ITEM_BUF) {
+		send_chain(s, TXK_SEND, KITE_PATH_SEND, it->data + it->off, it->left,
+			   it->next && it->next->len);
+		return STEP_DONE;
+	}
+	if (!it->len) {
+		eng_item_pop(s);
+		return STEP_AGAIN;
+	}
+	if (!user)
+		return start_file(s, it);
+	if (take_buf(s))
+		uread_chain(s, it); /* read, then encrypt_pending() */
+	return STEP_DONE;
+}
+
+/* The TX chain is idle: start the next one. */
+static void tx_next(struct kite_stream *s)
+{
+	static enum tx_step (*const steps[])(struct kite_stream *) = {
+		flush_round, flush_stage, encrypt_pending, drain_pipe, queue_empty, start_item,
+	};
+	enum tx_step r = STEP_AGAIN;
+
+	while (r == STEP_AGAIN) {
 		if (!eng_live(s))
 			return;
-		if (c && c->dead) {
-			eng_fail(s, c->dead);
+		if (s->conn && s->conn->dead) {
+			eng_fail(s, s->conn->dead);
 			return;
 		}
-		if (!u_room(e, 4)) {
+		if (!u_room(s->e, 4)) {
 			eng_fail(s, -EAGAIN); /* submission ring full */
 			return;
 		}
-		/* Records leave in the order GnuTLS made them: first the rest of
-		 * a round's buffer, then what it wrote outside rounds (alerts,
-		 * KeyUpdate replies from the receive side), then new rounds. */
-		/* 1. The rest of a buffer, then the buffer goes back. */
-		if (s->buf >= 0 && s->buf_off < s->buf_len) {
-			it = s->qhead;
-			send_chain(s, TXK_LEFT, s->stage_plain ? s->stage_path : eng_path(s, MECH_COPY),
-				   eng_buf(e, s->buf) + s->buf_off, s->buf_len - s->buf_off,
-				   it && more_after(it, 0));
-			return;
-		}
-		/* 2. Records GnuTLS wrote outside a round. */
-		if (s->stage_off < s->stage_len) {
-			send_chain(s, TXK_STAGE, KITE_PATH_USER, s->stage_mem + s->stage_off,
-				   s->stage_len - s->stage_off, false);
-			return;
-		}
-		/* 3. File bytes read for GnuTLS: encrypt them now, after any
-		 * record made while the read was in flight. */
-		if (s->buf >= 0 && s->buf_plain) {
-			uint32_t n = s->buf_plain;
-
-			it = s->qhead;
-			s->buf_plain = 0;
-			s->buf_len = s->buf_off = 0;
-			r = encrypt_into_buf(s, eng_buf(e, s->buf) + ENG_PLAIN_OFF, n, true);
-			if (r) {
-				eng_fail(s, r);
-				return;
-			}
-			it->off += n;
-			it->left -= n;
-			s->stage_plain = n;
-			s->stage_path = KITE_PATH_USER;
-			continue;
-		}
-		/* The round is done: its buffer goes back to the pool. */
-		if (s->buf >= 0) {
-			eng_buf_put(e, s->buf);
-			s->buf = -1;
-			s->buf_len = s->buf_off = 0;
-		}
-		/* 4. Bytes left in the pipe go first (a short splice). */
-		if (s->pipe >= 0) {
-			if (s->pipe_fill) {
-				drain_chain(s);
-				return;
-			}
-			eng_pipe_put(e, s->pipe, false);
-			s->pipe = -1;
-		}
-		it = s->qhead;
-		if (!it) {
-			if (eng_drained(s))
-				continue;
-			switch (eng_close_next(s)) {
-			case ENG_CLOSE_NOTIFY:
-				notify_chain(s);
-				return;
-			case ENG_CLOSE_FLUSH:
-				continue;
-			case ENG_CLOSE_FIN:
-				shut_chain(s);
-				return;
-			default:
-				return;
-			}
-		}
-		if (it->kind == ITEM_BUF && c && !s->ktx) {
-			/* Userspace TLS: encrypt into a pool buffer, send it. */
-			uint64_t n = it->left;
-			size_t cap;
-
-			s->buf = eng_buf_get(e);
-			if (s->buf < 0) {
-				eng_wait_resource(s);
-				return;
-			}
-			cap = (e->buf_stride / (KITE_MAX_RECORD + ENG_REC_SLACK)) * KITE_MAX_RECORD;
-			if (n > cap)
-				n = cap;
-			s->buf_len = s->buf_off = 0;
-			r = encrypt_into_buf(s, it->data + it->off, n, false);
-			if (r) {
-				eng_fail(s, r);
-				return;
-			}
-			it->off += n;
-			it->left -= n;
-			s->stage_plain = n;
-			s->stage_path = KITE_PATH_SEND;
-			continue;
-		}
-		if (it->kind == ITEM_BUF) {
-			send_chain(s, TXK_SEND, KITE_PATH_SEND, it->data + it->off, it->left,
-				   it->next && it->next->len);
-			return;
-		}
-		if (!it->len) {
-			eng_item_pop(s);
-			continue;
-		}
-		if (c && !s->ktx) {
-			s->buf = eng_buf_get(e);
-			if (s->buf < 0) {
-				eng_wait_resource(s);
-				return;
-			}
-			uread_chain(s, it);
-			return;
-		}
-		if (!it->mech)
-			it->mech = e->npipes && it->len > e->cfg.small_max ? MECH_SPLICE : MECH_COPY;
-		if (it->mech == MECH_SPLICE) {
-			s->pipe = eng_pipe_get(e);
-			if (s->pipe >= 0) {
-				splice_chain(s, it);
-				return;
-			}
-			/* Pool exhausted: this round takes the copy path. */
-			e->st.pipe_exhausted++;
-		}
-		s->buf = eng_buf_get(e);
-		if (s->buf < 0) {
-			eng_wait_resource(s);
-			return;
-		}
-		copy_chain(s, it);
-		return;
+		r = STEP_SKIP;
+		for (size_t i = 0; r == STEP_SKIP && i < sizeof(steps) / sizeof(steps[0]); i++)
+			r = steps[i](s);
 	}
 }
 
@@ -1135,180 +1179,239 @@ static void linger_rearm(struct kite_stream *s)
 	cancel_chain_ops(s, &us(s)->rx);
 }
 
-static void tx_done(struct kite_stream *s)
+/* ---- Send: one handler per completed chain kind --------------------------- */
+
+/* A TX chain's completions, folded. */
+struct tx_result {
+	int in;          /* file read or splice into the pipe (INT_MIN: none) */
+	uint64_t out;    /* bytes the socket op moved */
+	unsigned outs;   /* socket ops that moved bytes */
+	int err;         /* a socket, poll or shutdown error */
+	bool fired;      /* the chain's timeout fired */
+};
+
+/* Handlers return 0, -errno (the chain failed), or TX_RETRY: nothing
+ * moved and nothing failed, progress() starts over. */
+#define TX_RETRY 1
+
+static void tx_collect(struct kite_stream *s, struct tx_result *t)
 {
 	struct uchain *ch = &us(s)->tx;
-	struct kite_engine *e = s->e;
-	struct eng_item *it = s->qhead;
-	int in = INT_MIN, err = 0, path = us(s)->tx_path;
-	bool fired = false;
-	uint64_t out = 0;
-	unsigned outs = 0;
 
+	*t = (struct tx_result){.in = INT_MIN};
 	for (int i = 0; i < ch->n; i++) {
 		int res = ch->res[i];
 
 		switch (ch->role[i]) {
 		case RO_TMO:
-			fired |= res == -ETIME;
+			t->fired |= res == -ETIME;
 			break;
 		case RO_FILE_IN:
-			in = res;
+			t->in = res;
 			if (res > 0 && s->buf >= 0) /* READ into the buffer (a splice writes none) */
-				ENG_DEFINED(eng_buf(e, s->buf) + (us(s)->tx_kind == TXK_UREAD ? ENG_PLAIN_OFF : 0),
-					    (size_t)res);
+				ENG_DEFINED(eng_buf(s->e, s->buf) +
+					    (us(s)->tx_kind == TXK_UREAD ? ENG_PLAIN_OFF : 0), (size_t)res);
 			break;
 		case RO_SOCK_OUT:
 			if (res > 0) {
-				out = (uint64_t)res;
-				outs++;
+				t->out = (uint64_t)res;
+				t->outs++;
 				us(s)->need_pollout = false;
 			} else if (res == -EAGAIN) {
 				us(s)->need_pollout = true; /* socket full: poll before the next splice */
 				eng_ktls_push(s);
 			} else if (res == 0 && us(s)->tx_len) {
-				err = -EPIPE;
+				t->err = -EPIPE;
 			} else if (res < 0 && res != -ECANCELED && res != -EINTR) {
-				err = res;
+				t->err = res;
 			}
 			break;
 		case RO_POLL:
 			if (res < 0 && res != -ECANCELED && res != -EINTR)
-				err = res;
+				t->err = res;
 			break;
 		case RO_SHUT:
 			if (res < 0 && res != -ENOTCONN)
-				err = res;
+				t->err = res;
 			break;
 		default:
 			break;
 		}
 	}
+}
+
+/* Pipe -> socket: what left the pipe is in the socket. */
+static int tx_drain_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->out) {
+		s->pipe_fill -= (uint32_t)t->out;
+		eng_item_done(s, s->qhead, t->out, us(s)->tx_path);
+	}
+	return t->err;
+}
+
+/* File -> pipe -> socket. A short splice cancelled the second one: the
+ * bytes wait in the pipe for drain_pipe(). */
+static int tx_splice_done(struct kite_stream *s, const struct tx_result *t)
+{
+	struct eng_item *it = s->qhead;
+
+	if (t->in == -EINVAL || t->in == -EOPNOTSUPP) {
+		/* This file cannot be spliced (its filesystem has no
+		 * splice_read): copy it instead, if nothing went out yet. */
+		if (!it || it->len != it->left)
+			return t->in;
+		it->mech = MECH_COPY;
+		eng_pipe_put(s->e, s->pipe, false);
+		s->pipe = -1;
+		return TX_RETRY;
+	}
+	if (t->in < 0) {
+		/* The pipe should be empty, but nothing says so for sure:
+		 * never hand it to another stream. */
+		s->pipe_dirty = true;
+		return t->err ? t->err : t->in;
+	}
+	if (t->in == 0)
+		return eng_short_file(s, it);
+	it->off += (uint64_t)t->in;
+	it->left -= (uint64_t)t->in;
+	s->pipe_fill += (uint32_t)t->in;
+	return tx_drain_done(s, t);
+}
+
+/* The rest of a buffer went out. A round of records is charged to the
+ * item only once all of them are in the socket. */
+static int tx_left_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->out) {
+		s->buf_off += (uint32_t)t->out;
+		if (!s->stage_plain)
+			eng_item_done(s, s->qhead, t->out, us(s)->tx_path);
+	}
+	if (s->stage_plain && s->buf_off == s->buf_len) {
+		eng_item_done(s, s->qhead, s->stage_plain, s->stage_path);
+		s->stage_plain = 0;
+	}
+	return t->err;
+}
+
+/* File -> buffer -> socket. A short read cancelled the send: what did
+ * arrive goes out in the next round (flush_round). */
+static int tx_copy_done(struct kite_stream *s, const struct tx_result *t)
+{
+	struct eng_item *it = s->qhead;
+
+	if (t->in < 0)
+		return t->err ? t->err : t->in;
+	if (t->in == 0)
+		return eng_short_file(s, it);
+	it->off += (uint64_t)t->in;
+	it->left -= (uint64_t)t->in;
+	s->buf_len = (uint32_t)t->in;
+	s->buf_off = 0;
+	return tx_left_done(s, t);
+}
+
+static int tx_send_done(struct kite_stream *s, const struct tx_result *t)
+{
+	struct eng_item *it = s->qhead;
+
+	if (t->out) {
+		it->off += t->out;
+		it->left -= t->out;
+		eng_item_done(s, it, t->out, KITE_PATH_SEND);
+	}
+	return t->err;
+}
+
+/* File -> buffer for GnuTLS: encrypt_pending() seals it, in record order. */
+static int tx_uread_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->in < 0)
+		return t->in;
+	if (t->in == 0)
+		return eng_short_file(s, s->qhead);
+	s->buf_plain = (uint32_t)t->in;
+	return t->err;
+}
+
+static int tx_stage_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->out) {
+		s->stage_off += (uint32_t)t->out;
+		if (s->stage_off == s->stage_len)
+			s->stage_off = s->stage_len = 0;
+	}
+	return t->err;
+}
+
+static int tx_notify_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->out == us(s)->tx_len)
+		s->notify_sent = true;
+	return t->err;
+}
+
+static int tx_shut_done(struct kite_stream *s, const struct tx_result *t)
+{
+	if (t->err)
+		return t->err;
+	eng_fin_sent(s);
+	if (s->state == ST_LINGER && us(s)->rx.pend)
+		linger_rearm(s);
+	return 0;
+}
+
+static int (*const tx_handlers[])(struct kite_stream *, const struct tx_result *) = {
+	[TXK_SPLICE] = tx_splice_done,
+	[TXK_DRAIN] = tx_drain_done,
+	[TXK_COPY] = tx_copy_done,
+	[TXK_LEFT] = tx_left_done,
+	[TXK_SEND] = tx_send_done,
+	[TXK_UREAD] = tx_uread_done,
+	[TXK_STAGE] = tx_stage_done,
+	[TXK_NOTIFY] = tx_notify_done,
+	[TXK_SHUT] = tx_shut_done,
+};
+
+/* The TX chain is complete: its kind's handler accounts for what moved;
+ * then the send timeout, errors, and the AEAD usage of kernel TX. */
+static void tx_done(struct kite_stream *s)
+{
+	uint8_t kind = us(s)->tx_kind;
+	struct tx_result t;
+	int err;
+
+	tx_collect(s, &t);
 	if (!eng_live(s)) {
 		/* Dying: the pipe's content is unknown now. */
-		if (s->pipe >= 0 && (in > 0 || s->pipe_fill))
+		if (s->pipe >= 0 && (t.in > 0 || s->pipe_fill))
 			s->pipe_dirty = true;
 		return;
 	}
-	if (out)
+	if (t.out)
 		s->t_active = eng_now_ms();
-
-	switch (us(s)->tx_kind) {
-	case TXK_SPLICE:
-		if (in == -EINVAL || in == -EOPNOTSUPP) {
-			/* This file cannot be spliced (its filesystem has no
-			 * splice_read): copy it instead. */
-			if (it && it->len == it->left) {
-				it->mech = MECH_COPY;
-				eng_pipe_put(e, s->pipe, false);
-				s->pipe = -1;
-				return;
-			}
-			err = in;
-			break;
-		}
-		if (in < 0) {
-			/* The pipe should be empty, but nothing says so
-			 * for sure: never hand it to another stream. */
-			s->pipe_dirty = true;
-			err = err ? err : in;
-			break;
-		}
-		if (in == 0) {
-			err = eng_short_file(s, it);
-			break;
-		}
-		it->off += (uint64_t)in;
-		it->left -= (uint64_t)in;
-		s->pipe_fill += (uint32_t)in;
-		/* fallthrough */
-	case TXK_DRAIN:
-		if (out) {
-			s->pipe_fill -= (uint32_t)out;
-			eng_item_done(s, it, out, path);
-		}
-		break;
-	case TXK_COPY:
-		if (in < 0) {
-			err = err ? err : in;
-			break;
-		}
-		if (in == 0) {
-			err = eng_short_file(s, it);
-			break;
-		}
-		it->off += (uint64_t)in;
-		it->left -= (uint64_t)in;
-		s->buf_len = (uint32_t)in;
-		s->buf_off = 0;
-		/* fallthrough */
-	case TXK_LEFT:
-		if (out) {
-			s->buf_off += (uint32_t)out;
-			if (!s->stage_plain)
-				eng_item_done(s, s->qhead, out, path);
-		}
-		if (s->stage_plain && s->buf_off == s->buf_len) {
-			/* Every record of the round is in the socket. */
-			eng_item_done(s, s->qhead, s->stage_plain, s->stage_path);
-			s->stage_plain = 0;
-		}
-		break;
-	case TXK_SEND:
-		if (out) {
-			it->off += out;
-			it->left -= out;
-			eng_item_done(s, it, out, KITE_PATH_SEND);
-		}
-		break;
-	case TXK_UREAD:
-		if (in < 0) {
-			err = in;
-			break;
-		}
-		if (in == 0) {
-			err = eng_short_file(s, it);
-			break;
-		}
-		s->buf_plain = (uint32_t)in; /* encrypted by tx_next(), in record order */
-		break;
-	case TXK_STAGE:
-		if (out) {
-			s->stage_off += (uint32_t)out;
-			if (s->stage_off == s->stage_len)
-				s->stage_off = s->stage_len = 0;
-		}
-		break;
-	case TXK_NOTIFY:
-		if (out == us(s)->tx_len)
-			s->notify_sent = true;
-		break;
-	case TXK_SHUT:
-		if (!err) {
-			eng_fin_sent(s);
-			if (s->state == ST_LINGER && us(s)->rx.pend)
-				linger_rearm(s);
-		}
-		break;
-	default:
-		break;
-	}
-	if (fired && !out) {
+	err = kind < sizeof(tx_handlers) / sizeof(tx_handlers[0]) && tx_handlers[kind]
+		      ? tx_handlers[kind](s, &t) : t.err;
+	if (err == TX_RETRY)
+		return;
+	if (t.fired && !t.out) {
 		if (s->conn)
 			kite_conn_fail(s->conn, -ETIMEDOUT, "no send progress for %u ms",
-				       e->cfg.send_timeout_ms);
+				       s->e->cfg.send_timeout_ms);
 		eng_fail(s, -ETIMEDOUT);
 		return;
 	}
 	if (err) {
 		if (s->state == ST_LINGER)
-			eng_finish(s);
+			eng_finish(s); /* our end is out: the peer went first */
 		else
 			eng_fail(s, err);
 		return;
 	}
-	if (s->ktx && outs)
-		(void)eng_ktls_account(s, outs, out);
+	if (s->ktx && t.outs)
+		(void)eng_ktls_account(s, t.outs, t.out);
 }
 
 /* ---- The end of a stream ------------------------------------------------- */
@@ -1606,14 +1709,14 @@ static void u_fini(struct kite_engine *e)
 	e->ring = NULL;
 }
 
-static int u_init(struct kite_engine *e)
+/* The ring itself, with the best setup flags this kernel takes. Best first:
+ * SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion work only when we ask
+ * for events, on our thread; COOP_TASKRUN (5.19) avoids interrupting us for
+ * it; SUBMIT_ALL (5.18) keeps a batch going past one bad SQE. R_DISABLED:
+ * the ring is enabled by the thread that runs it, which SINGLE_ISSUER then
+ * binds. The basic rung takes none of them. */
+static int ring_setup(struct kite_engine *e, struct uring_state *u)
 {
-	bool basic = e->rung == KITE_ENGINE_URING_BASIC;
-	/* Best first: SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion work
-	 * only when we ask for events, on our thread; COOP_TASKRUN (5.19)
-	 * avoids interrupting us for it; SUBMIT_ALL (5.18) keeps a batch
-	 * going past one bad SQE. R_DISABLED: the ring is enabled by the
-	 * thread that runs it, which SINGLE_ISSUER then binds. */
 	static const unsigned ladder[] = {
 		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
 			IORING_SETUP_R_DISABLED,
@@ -1622,17 +1725,10 @@ static int u_init(struct kite_engine *e)
 		0,
 	};
 	struct io_uring_params p;
-	struct io_uring_probe *probe;
-	struct uring_state *u;
-	char hint[160], miss[160] = "", rxnote[96] = "own receive buffers";
-	unsigned first = basic ? 3 : 0;
+	char hint[160];
 	int r = -EINVAL;
 
-	u = calloc(1, sizeof(*u));
-	if (!u)
-		return -ENOMEM;
-	e->ring = u;
-	for (unsigned i = first; i < 4; i++) {
+	for (unsigned i = e->rung == KITE_ENGINE_URING_BASIC ? 3 : 0; i < 4; i++) {
 		memset(&p, 0, sizeof(p));
 		p.flags = ladder[i] | IORING_SETUP_CQSIZE;
 		/* Room for every stream's chains to complete at once. */
@@ -1645,78 +1741,67 @@ static int u_init(struct kite_engine *e)
 	if (r) {
 		disabled_hint(hint, sizeof(hint), r);
 		snprintf(e->reason, sizeof(e->reason), "io_uring_setup: %s%s", kite_strerror(r), hint);
-		free(u);
-		e->ring = NULL;
 		return r;
 	}
 	e->ring_flags = p.flags & ~(unsigned)IORING_SETUP_CQSIZE;
 	u->disabled = p.flags & IORING_SETUP_R_DISABLED;
+	return 0;
+}
 
-	/* Probe the opcodes (IORING_REGISTER_PROBE, 5.6): a kernel or policy
-	 * without one of them drops to the next rung. */
-	probe = io_uring_get_probe_ring(&u->ring);
+/* Probe the opcodes (IORING_REGISTER_PROBE, 5.6): a kernel or policy
+ * without one of them drops to the next rung; without SPLICE there are no
+ * pipes and file ranges take the copy path. */
+static int probe_ops(struct kite_engine *e, struct uring_state *u)
+{
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+	char miss[160] = "";
+
 	eng_sys(e, -1);
 	if (!probe) {
 		snprintf(e->reason, sizeof(e->reason), "io_uring opcode probe failed (Linux < 5.6)");
-		r = -EOPNOTSUPP;
-		goto fail;
+		return -EOPNOTSUPP;
 	}
-	for (unsigned i = 0; i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++)
-		if (!io_uring_opcode_supported(probe, needed_ops[i].op)) {
-			if (!needed_ops[i].required) {
-				if (!strcmp(needed_ops[i].name, "SPLICE"))
-					e->cfg.pipes = 0;
-				continue;
-			}
+	for (unsigned i = 0; i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++) {
+		if (io_uring_opcode_supported(probe, needed_ops[i].op))
+			continue;
+		if (needed_ops[i].op == IORING_OP_SPLICE)
+			e->cfg.pipes = 0;
+		else if (needed_ops[i].required)
 			snprintf(miss + strlen(miss), sizeof(miss) - strlen(miss), " %s",
 				 needed_ops[i].name);
-		}
+	}
 	io_uring_free_probe(probe);
 	if (miss[0]) {
 		snprintf(e->reason, sizeof(e->reason), "io_uring lacks opcodes:%s", miss);
-		r = -EOPNOTSUPP;
-		goto fail;
+		return -EOPNOTSUPP;
 	}
+	return 0;
+}
 
-	r = eng_pools_init(e);
-	if (r) {
-		snprintf(e->reason, sizeof(e->reason), "buffer pool: %s", kite_strerror(r));
-		goto fail;
-	}
-	if (!basic) {
-		struct iovec *iov = calloc(e->nbufs, sizeof(*iov));
+/* Registered buffers: pinned once, no per-I/O page walk (READ_FIXED).
+ * Needs RLIMIT_MEMLOCK before Linux 5.12. */
+static int register_bufs(struct kite_engine *e, struct uring_state *u)
+{
+	struct iovec *iov = calloc(e->nbufs, sizeof(*iov));
+	int r;
 
-		if (!iov) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		for (unsigned i = 0; i < e->nbufs; i++) {
-			iov[i].iov_base = eng_buf(e, (int)i);
-			iov[i].iov_len = e->buf_stride;
-		}
-		/* Registered buffers: pinned once, no per-I/O page walk
-		 * (READ_FIXED). Needs RLIMIT_MEMLOCK before Linux 5.12. */
-		r = io_uring_register_buffers(&u->ring, iov, e->nbufs);
-		eng_sys(e, -1);
-		free(iov);
-		if (r) {
-			snprintf(e->reason, sizeof(e->reason), "registering %u buffers: %s%s",
-				 e->nbufs, kite_strerror(r),
-				 r == -ENOMEM ? " (RLIMIT_MEMLOCK?)" : "");
-			goto fail;
-		}
-		e->fixed_bufs = true;
-		e->multishot = true;
-		rxring_init(e, u, rxnote, sizeof(rxnote));
+	if (!iov)
+		return -ENOMEM;
+	for (unsigned i = 0; i < e->nbufs; i++) {
+		iov[i].iov_base = eng_buf(e, (int)i);
+		iov[i].iov_len = e->buf_stride;
 	}
-	{
-		/* SPLICE always runs in io-wq workers (it may block on the
-		 * file); bound them so a burst cannot spawn hundreds. */
-		unsigned workers[2] = {8, 16};
+	r = io_uring_register_buffers(&u->ring, iov, e->nbufs);
+	eng_sys(e, -1);
+	free(iov);
+	if (r)
+		snprintf(e->reason, sizeof(e->reason), "registering %u buffers: %s%s", e->nbufs,
+			 kite_strerror(r), r == -ENOMEM ? " (RLIMIT_MEMLOCK?)" : "");
+	return r;
+}
 
-		(void)io_uring_register_iowq_max_workers(&u->ring, workers);
-		eng_sys(e, -1);
-	}
+static void describe(struct kite_engine *e, const char *rxnote)
+{
 	snprintf(e->detail, sizeof(e->detail), "io_uring %s%s%s%s%s, %s, %u %s buffers of %zu KiB, "
 		 "%u pipes of %zu KiB, %s",
 		 e->ring_flags & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER|" : "",
@@ -1727,6 +1812,46 @@ static int u_init(struct kite_engine *e)
 		 e->multishot ? "multishot accept" : "single-shot accept",
 		 e->nbufs, e->fixed_bufs ? "registered" : "plain", e->cfg.buffer_size >> 10,
 		 e->npipes, e->pipe_cap >> 10, rxnote);
+}
+
+static int u_init(struct kite_engine *e)
+{
+	/* SPLICE always runs in io-wq workers (it may block on the file):
+	 * bound them so a burst cannot spawn hundreds. */
+	unsigned workers[2] = {8, 16};
+	char rxnote[96] = "own receive buffers";
+	struct uring_state *u;
+	int r;
+
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	e->ring = u;
+	r = ring_setup(e, u);
+	if (r) {
+		free(u);
+		e->ring = NULL;
+		return r;
+	}
+	r = probe_ops(e, u);
+	if (r)
+		goto fail;
+	r = eng_pools_init(e);
+	if (r) {
+		snprintf(e->reason, sizeof(e->reason), "buffer pool: %s", kite_strerror(r));
+		goto fail;
+	}
+	if (e->rung != KITE_ENGINE_URING_BASIC) {
+		r = register_bufs(e, u);
+		if (r)
+			goto fail;
+		e->fixed_bufs = true;
+		e->multishot = true;
+		rxring_init(e, u, rxnote, sizeof(rxnote));
+	}
+	(void)io_uring_register_iowq_max_workers(&u->ring, workers);
+	eng_sys(e, -1);
+	describe(e, rxnote);
 	return 0;
 fail:
 	eng_pools_fini(e);
