@@ -15,9 +15,7 @@
 /* Symbol rule: libkite is compiled with -fvisibility=hidden and only kite.h
  * switches visibility back to default, so nothing declared here can be
  * exported; libkite.map then pins the exported list. Private declarations
- * need no marking. KITE_HIDDEN is a no-op spelling of that default, left
- * only until its last users drop it. */
-#define KITE_HIDDEN
+ * need no marking. */
 
 /* Record content types (RFC 8446 5.1). */
 enum {
