@@ -16,7 +16,7 @@
 #include <gnutls/gnutls.h>
 
 #include "common.h"
-#include "kite-private.h"
+#include "cipher.h"
 
 /* Runs of consecutive byte values: B8(0x10) is 0x10, 0x11, ..., 0x17. */
 #define B4(b) (uint8_t)(b), (uint8_t)((b) + 1), (uint8_t)((b) + 2), (uint8_t)((b) + 3)
