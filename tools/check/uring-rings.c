@@ -1,17 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kite-check's io_uring backend with liburing: set up rings the way kite's
- * engine does and ask the kernel which opcodes it has. Included by
- * kite-check.c (tools/meson.build chooses this file or check-uring-none.c),
- * so it shares the report types without a header.
+ * engine does and ask the kernel which opcodes it has. tools/meson.build
+ * builds this file or uring-rings-none.c.
  *
  * Keep the tables in step with kite's io_uring engine (lib/): what it submits
  * and how it sets up its rings.
  */
+#include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 
 #include <liburing.h>
+
+#include "check.h"
 
 /* Registered for READ_FIXED (small bodies); counts against RLIMIT_MEMLOCK
  * unless the process has CAP_IPC_LOCK. */
@@ -68,7 +72,7 @@ static const char *uring_setup_fix(struct kc_report *r, int err)
 	}
 }
 
-static int uring_rings(struct kc_report *r)
+int uring_rings(struct kc_report *r)
 {
 	struct io_uring_params p = {0};
 	struct io_uring ring;

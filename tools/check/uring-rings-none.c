@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kite-check's io_uring backend for builds without liburing: the ring
- * checks cannot run, and the fix is to build with it. Included by
- * kite-check.c; tools/meson.build chooses this file or check-uring.c.
+ * checks cannot run, and the fix is to build with it. tools/meson.build
+ * builds this file or uring-rings.c.
  */
+#include <errno.h>
 
-static int uring_rings(struct kc_report *r)
+#include "check.h"
+
+int uring_rings(struct kc_report *r)
 {
 	kc_add(r, &(struct kc_check){
 		.section = "uring", .id = "uring.setup", .name = "io_uring_setup",
