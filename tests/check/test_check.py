@@ -243,6 +243,11 @@ def probe(tool, schema):
                   f"rekey on Linux < 6.14: {rekey}")
         if kernel_at_least(6, 0):
             check(checks["offload.rx_no_pad"]["status"] == "ok", "no-pad RX missing on >= 6.0")
+        zc = checks["offload.tx_zerocopy_ro"]
+        if kernel_at_least(5, 19):
+            check(zc["status"] == "ok", f"TX zerocopy-ro missing on >= 5.19: {zc['detail']}")
+        else:
+            check(zc["status"] == "missing" and "5.19" in zc["fix"], f"zerocopy-ro: {zc}")
         probe_matches_kernel(tool, schema)
         config = checks["kernel.config"]
         if config["status"] == "ok":

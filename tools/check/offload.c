@@ -72,7 +72,7 @@ int cmd_offload(struct kc_report *r, struct kc_kernel *k)
 {
 	const struct kite_caps *caps = kite_caps_get();
 	const char *ufix = caps->ulp ? ulp_fix(r, k, caps->ulp) : NULL;
-	const char *rekey_fix, *nopad_fix;
+	const char *rekey_fix, *nopad_fix, *zc_fix;
 
 	kc_add(r, &(struct kc_check){
 		.section = "offload", .id = "offload.ulp", .name = "TCP_ULP \"tls\"",
@@ -100,7 +100,7 @@ int cmd_offload(struct kc_report *r, struct kc_kernel *k)
 			}
 	/* rekey and no-pad are probed on TLS 1.3 AES-128-GCM (lib/caps.c). */
 	if (caps->ulp)
-		rekey_fix = nopad_fix = ufix;
+		rekey_fix = nopad_fix = zc_fix = ufix;
 	else {
 		int tx = caps->offload[KITE_TLS13][KITE_AES_128_GCM][KITE_TX];
 		int rx = caps->offload[KITE_TLS13][KITE_AES_128_GCM][KITE_RX];
@@ -110,6 +110,8 @@ int cmd_offload(struct kc_report *r, struct kc_kernel *k)
 			: kc_str(r, "the kernel answered %s: see dmesg", strerror(-caps->rekey));
 		nopad_fix = rx ? cipher_fix(r, k, KITE_TLS13, KITE_AES_128_GCM, KITE_RX, rx)
 			: "upgrade the kernel: TLS_RX_EXPECT_NO_PAD needs Linux >= 6.0";
+		zc_fix = tx ? cipher_fix(r, k, KITE_TLS13, KITE_AES_128_GCM, KITE_TX, tx)
+			: "upgrade the kernel: TLS_TX_ZEROCOPY_RO needs Linux >= 5.19";
 	}
 	kc_add(r, &(struct kc_check){
 		.section = "offload", .id = "offload.rekey", .name = "TLS 1.3 rekey",
@@ -122,6 +124,16 @@ int cmd_offload(struct kc_report *r, struct kc_kernel *k)
 		.status = caps->rx_no_pad ? KC_MISSING : KC_OK, .level = KC_SLOW,
 		.value = errno_name(caps->rx_no_pad),
 		.detail = caps->rx_no_pad_reason, .fix = nopad_fix,
+	});
+	/* Only a NIC with TLS offload sends without the copy, and files must
+	 * not change while sent: a limit, never a fallback. Both switches are
+	 * off until a context asks (KITE_KTLS_TX_ZEROCOPY_RO). */
+	kc_add(r, &(struct kc_check){
+		.section = "offload", .id = "offload.tx_zerocopy_ro",
+		.name = "TX zerocopy-ro (NIC offload)",
+		.status = caps->tx_zerocopy_ro ? KC_MISSING : KC_OK, .level = KC_LIMIT,
+		.value = errno_name(caps->tx_zerocopy_ro),
+		.detail = caps->tx_zerocopy_ro_reason, .fix = zc_fix,
 	});
 	return 0;
 }
