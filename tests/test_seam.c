@@ -753,6 +753,7 @@ static void test_fastpath(void)
  * key buffers are wiped, and the session is kite's to free. */
 static int byo_sentinel;
 static int byo_keylogs;
+static bool byo_pending; /* adopt after the embedder read part of a record */
 
 static int byo_user_keylog(gnutls_session_t s, const char *label, const gnutls_datum_t *secret)
 {
@@ -793,13 +794,25 @@ static void byo_open(struct pair *p, bool adopt, unsigned flags)
 		t_assert(r == 0, "embedder handshake: %s", gnutls_strerror(r));
 		t_assert(kite_conn_create_session(&p->c, p->ctx, s, p->fds[0]) == -EINVAL && !p->c,
 			 "create_session took an established session");
+		pthread_join(th, &pr);
+		if (byo_pending) {
+			/* The embedder read part of a record: GnuTLS holds
+			 * the rest, decrypted, which the kernel never sees. */
+			char b[2];
+
+			t_assert(gnutls_record_send(p->peer, "abcdef", 6) == 6, "peer send");
+			do
+				r = (int)gnutls_record_recv(s, b, sizeof(b));
+			while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+			t_assert(r == 2 && !memcmp(b, "ab", 2), "embedder read %d", r);
+		}
 		p->hs = kite_conn_adopt_session(&p->c, p->ctx, s, p->fds[0]);
 		t_assert(p->c, "adopt: no connection (%d)", p->hs);
 	} else {
 		t_ok(kite_conn_create_session(&p->c, p->ctx, s, p->fds[0]));
 		p->hs = kite_handshake(p->c);
+		pthread_join(th, &pr);
 	}
-	pthread_join(th, &pr);
 	r = (int)(intptr_t)pr;
 	t_assert(r == 0, "peer handshake: %s", gnutls_strerror(r));
 	t_assert(p->c->handshake_done, "kite: %s", kite_conn_strerror(p->c, p->hs));
@@ -856,6 +869,26 @@ static void test_byo(bool adopt)
 	n = kite_recv(p.c, buf, sizeof(buf));
 	t_assert(n == 9 && !memcmp(buf, "kernel rx", 9), "kite_recv %zd", n);
 	pair_close(&p);
+
+	/* Data GnuTLS already decrypted keeps RX in userspace, where the
+	 * rest of that record is read first; TX still goes to the kernel. */
+	if (adopt) {
+		sim_caps(0);
+		mock_reset();
+		byo_pending = true;
+		byo_open(&p, adopt, KITE_KTLS_DEFAULT);
+		byo_pending = false;
+		t_ok(p.hs);
+		t_ok(kite_conn_info(p.c, &info));
+		t_assert(info.ktls[KITE_TX] && !info.ktls[KITE_RX], "tx %d rx %d", info.ktls[KITE_TX],
+			 info.ktls[KITE_RX]);
+		t_assert(has(info.ktls_reason[KITE_RX], "GnuTLS holds received data"), "rx: %s",
+			 info.ktls_reason[KITE_RX]);
+		t_assert(p.c->s != NULL, "session freed with RX in userspace");
+		n = kite_recv(p.c, buf, sizeof(buf));
+		t_assert(n == 4 && !memcmp(buf, "cdef", 4), "kite_recv %zd", n);
+		pair_close(&p);
+	}
 
 	/* Required offload that fails: the connection exists, owns the
 	 * session (pair_close frees both once: valgrind checks) and is dead. */
