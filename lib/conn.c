@@ -13,13 +13,31 @@
 
 #include "kite-private.h"
 
-/* GnuTLS transport through the syscall seam. MSG_NOSIGNAL: a peer reset
- * must be an error, not SIGPIPE. */
+/* ---- The GnuTLS transport -------------------------------------------------
+ *
+ * One for every connection: kite's blocking and non-blocking kite_conn and
+ * the engine's streams. Records go through the syscall seam, or through the
+ * memory of an owner (kite_conn_set_io: the engine's rounds); the errno
+ * GnuTLS hears is kept for kite_handshake() and kite_recv(). */
+
+static void io_errno(struct kite_conn *c, int err)
+{
+	c->io_errno = err;
+	gnutls_transport_set_errno(c->s, err);
+}
+
+static void io_syscall(struct kite_conn *c, bool push)
+{
+	if (c->io)
+		c->io->syscall(c->owner, push);
+}
+
+/* MSG_NOSIGNAL: a peer reset must be an error, not SIGPIPE. */
 static ssize_t push_vec(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 {
 	struct kite_conn *c = p;
 	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-	ssize_t r;
+	ssize_t r = KITE_IO_SOCKET;
 
 	/* Once TX belongs to the kernel, a GnuTLS record written here would
 	 * be encrypted a second time by kTLS: refuse. (GnuTLS only writes
@@ -30,12 +48,19 @@ static ssize_t push_vec(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
 		gnutls_transport_set_errno(c->s, EIO);
 		return -1;
 	}
-	do
-		r = kite_sys->sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
+	if (c->io)
+		r = c->io->push(c->owner, iov, n);
+	if (r == KITE_IO_SOCKET) {
+		do {
+			r = kite_sys->sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+			io_syscall(c, true);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
 	if (r < 0) {
-		c->io_errno = errno == EWOULDBLOCK ? EAGAIN : errno;
-		gnutls_transport_set_errno(c->s, c->io_errno);
+		io_errno(c, (int)-r);
+		return -1;
 	}
 	return r;
 }
@@ -45,21 +70,31 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	struct kite_conn *c = p;
 	struct iovec iov = {buf, len};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	ssize_t r;
+	ssize_t r = KITE_IO_SOCKET;
 
 	if (c->ktls[KITE_RX]) {
-		c->io_errno = EIO;
-		gnutls_transport_set_errno(c->s, EIO);
+		io_errno(c, EIO);
 		return -1;
 	}
-	do
-		r = kite_sys->recvmsg(c->fd, &msg, 0);
-	while (r < 0 && errno == EINTR);
-	if (r == 0)
+	if (c->io)
+		r = c->io->pull(c->owner, buf, len);
+	if (r == KITE_IO_SOCKET) {
+		/* Exactly the bytes GnuTLS asks for: during the handshake
+		 * whatever follows it stays in the socket for kernel TLS RX. */
+		do {
+			r = kite_sys->recvmsg(c->fd, &msg, 0);
+			io_syscall(c, false);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+	if (r == 0 && c->io && c->io->hold_eof && c->io->hold_eof(c->owner))
+		r = -EAGAIN;
+	else if (r == 0)
 		c->peer_eof = true;
 	if (r < 0) {
-		c->io_errno = errno == EWOULDBLOCK ? EAGAIN : errno;
-		gnutls_transport_set_errno(c->s, c->io_errno);
+		io_errno(c, (int)-r);
+		return -1;
 	}
 	return r;
 }
@@ -70,10 +105,50 @@ static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
 	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
 	int r;
 
+	if (c->io) {
+		r = c->io->ready(c->owner);
+		if (r >= 0)
+			return r;
+		ms = 0; /* an event loop never waits inside GnuTLS */
+	}
 	do
 		r = poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
 	while (r < 0 && errno == EINTR);
+	io_syscall(c, false);
 	return r;
+}
+
+void kite_conn_set_io(struct kite_conn *c, const struct kite_io *io, void *owner)
+{
+	c->io = io;
+	c->owner = owner;
+}
+
+int kite_conn_truncated(struct kite_conn *c)
+{
+	c->peer_eof = true;
+	return kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify");
+}
+
+size_t kite_conn_record_size(const struct kite_conn *c)
+{
+	size_t rec = c->s ? gnutls_record_get_max_size(c->s) : 0;
+
+	return rec == 0 || rec > KITE_MAX_RECORD ? KITE_MAX_RECORD : rec;
+}
+
+unsigned kite_conn_handoff_syscalls(const struct kite_conn *c)
+{
+	const struct kite_caps *caps = kite_caps_get();
+	unsigned n = 0;
+
+	if (caps->ulp || c->version < 0 || c->cipher < 0)
+		return 0;
+	for (int d = 0; d < KITE_DIR_COUNT; d++)
+		if ((c->ctx->ktls_flags & (d == KITE_TX ? KITE_KTLS_TX : KITE_KTLS_RX)) &&
+		    !caps->offload[c->version][c->cipher][d])
+			n++;
+	return n ? n + 1 : 0;
 }
 
 /* Keep the TLS 1.3 application traffic secrets: the kernel path derives

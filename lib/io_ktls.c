@@ -175,10 +175,8 @@ static ssize_t recv_record(struct kite_conn *c, void *buf, size_t len, uint8_t *
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
 		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
 			memcpy(type, CMSG_DATA(cm), 1);
-	if (n == 0 && *type == KITE_CT_APPLICATION_DATA) {
-		c->peer_eof = true; /* a FIN, not a reset */
-		return kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify");
-	}
+	if (n == 0 && *type == KITE_CT_APPLICATION_DATA)
+		return kite_conn_truncated(c); /* a FIN, not a reset */
 	return n;
 }
 

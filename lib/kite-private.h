@@ -5,6 +5,7 @@
 
 #include <gnutls/gnutls.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -165,9 +166,10 @@ struct kite_conn {
 	 * takes its place and calls it (kite_conn_create_session()). */
 	gnutls_keylog_func user_keylog;
 
-	/* The engine stream whose transport carries this session (NULL:
-	 * conn.c's own). GnuTLS's transport pointer is always the conn: the
-	 * keylog hook finds the conn there. */
+	/* An owner that moves the records through memory (kite_conn_set_io;
+	 * NULL: the socket alone). GnuTLS's transport pointer is always the
+	 * conn: the keylog hook finds the conn there. */
+	const struct kite_io *io;
 	void *owner;
 
 	char detail[256];
@@ -182,6 +184,86 @@ static inline uint8_t *kite_conn_buf(struct kite_conn *c)
 		c->buf = malloc(KITE_MAX_RECORD);
 	return c->buf;
 }
+
+/* ---- What the engine reads of a connection ---- */
+
+/* Sticky -errno once the connection is unusable, else 0. */
+static inline int kite_conn_dead(const struct kite_conn *c)
+{
+	return c->dead;
+}
+
+/* The handshake is done (and each direction's backend chosen). */
+static inline bool kite_conn_ready(const struct kite_conn *c)
+{
+	return c->handshake_done;
+}
+
+/* Direction d belongs to kernel TLS. */
+static inline bool kite_conn_ktls(const struct kite_conn *c, enum kite_dir d)
+{
+	return c->ktls[d];
+}
+
+/* The transport (or kTLS RX) read the peer's TCP FIN. */
+static inline bool kite_conn_peer_eof(const struct kite_conn *c)
+{
+	return c->peer_eof;
+}
+
+/* The peer's close_notify arrived. */
+static inline bool kite_conn_rx_eof(const struct kite_conn *c)
+{
+	return c->rx_eof;
+}
+
+/* The peer's FIN ended receiving only: the receive path marked the whole
+ * connection dead for the missing close_notify, but its owner reads no
+ * more and still sends. */
+static inline void kite_conn_rx_over(struct kite_conn *c)
+{
+	c->dead = 0;
+}
+
+/* The peer closed TCP where close_notify was due (kernel TLS RX read a
+ * FIN): notes it and returns -ECONNRESET with the reason. */
+int kite_conn_truncated(struct kite_conn *c);
+
+/* Plaintext bytes per record GnuTLS writes now (the peer may ask for less
+ * than KITE_MAX_RECORD, RFC 8449). */
+size_t kite_conn_record_size(const struct kite_conn *c);
+/* Pessimistic count of records sent under the kernel TX key; it drops
+ * when kite_ktls_account() read the real one back (a getsockopt). */
+static inline uint64_t kite_conn_tx_estimate(const struct kite_conn *c)
+{
+	return c->tx_estimate;
+}
+/* Syscalls the key handoff made after the handshake: TCP_ULP once, then
+ * one SOL_TLS setsockopt per direction tried (from the probe's answers). */
+unsigned kite_conn_handoff_syscalls(const struct kite_conn *c);
+
+/* ---- The GnuTLS transport (conn.c), one for every connection ---- */
+
+/* An owner that moves a connection's records through memory (the engine's
+ * rounds) instead of the socket. conn.c's transport asks it first; every
+ * hook may answer KITE_IO_SOCKET: "not now, use the socket". */
+#define KITE_IO_SOCKET ((ssize_t)INT32_MIN)
+struct kite_io {
+	/* Records GnuTLS writes: bytes taken, -errno (-EAGAIN: full). */
+	ssize_t (*push)(void *owner, const giovec_t *iov, int n);
+	/* Bytes for GnuTLS: a count, 0 at the end, -errno (-EAGAIN). */
+	ssize_t (*pull)(void *owner, void *buf, size_t len);
+	/* Bytes ready for GnuTLS: 1 or 0; -1: poll the socket, never waiting. */
+	int (*ready)(void *owner);
+	/* The transport made a syscall for the owner (push: sending). */
+	void (*syscall)(void *owner, bool push);
+	/* The peer's end reached GnuTLS's read: true keeps it from GnuTLS
+	 * ("not yet"), so that records still queued go out. */
+	bool (*hold_eof)(void *owner);
+};
+/* Route c's transport through io (owner: its argument); NULL: the socket
+ * alone. io must outlive c's use of it. */
+void kite_conn_set_io(struct kite_conn *c, const struct kite_io *io, void *owner);
 
 
 /* Record a detail message for the next kite_conn_strerror(). Returns err. */

@@ -1212,8 +1212,8 @@ void eng_rx_error(struct kite_stream *s, int err)
 {
 	if (s->state == ST_LINGER) {
 		eng_finish(s);
-	} else if (err == -ECONNRESET && s->close_req && s->conn && s->conn->peer_eof) {
-		s->conn->dead = 0;
+	} else if (err == -ECONNRESET && s->close_req && s->conn && kite_conn_peer_eof(s->conn)) {
+		kite_conn_rx_over(s->conn);
 		s->rx_eof = true;
 		eng_kick(s);
 	} else {
@@ -1247,23 +1247,6 @@ void eng_close_prepare(struct kite_stream *s)
 
 /* ---- Handshake done ------------------------------------------------------ */
 
-/* Syscalls kite_handshake() made for the key handoff, from the probe's
- * answers: TCP_ULP once, then one SOL_TLS setsockopt per direction tried. */
-static unsigned offload_syscalls(struct kite_stream *s)
-{
-	const struct kite_caps *caps = kite_caps_get();
-	struct kite_conn *c = s->conn;
-	unsigned n = 0;
-
-	if (caps->ulp || c->version < 0 || c->cipher < 0)
-		return 0;
-	for (int d = 0; d < KITE_DIR_COUNT; d++)
-		if ((c->ctx->ktls_flags & (d == KITE_TX ? KITE_KTLS_TX : KITE_KTLS_RX)) &&
-		    !caps->offload[c->version][c->cipher][d])
-			n++;
-	return n ? n + 1 : 0;
-}
-
 /* The handshake is done and conn.c has decided each direction's backend;
  * the stream's view of it (ktx, krx) is fixed from here on. A direction
  * left in userspace moves GnuTLS records through memory: TX always stages
@@ -1274,12 +1257,12 @@ void eng_opened(struct kite_stream *s, bool rx_mem)
 	struct kite_engine *e = s->e;
 
 	if (s->conn) {
-		unsigned n = offload_syscalls(s);
+		unsigned n = kite_conn_handoff_syscalls(s->conn);
 
 		e->st.syscalls += n;
 		e->st.handshake_syscalls += n;
-		s->ktx = s->conn->ktls[KITE_TX];
-		s->krx = s->conn->ktls[KITE_RX];
+		s->ktx = kite_conn_ktls(s->conn, KITE_TX);
+		s->krx = kite_conn_ktls(s->conn, KITE_RX);
 		s->stage_mode = !s->ktx;
 		s->rx_mem = rx_mem && !s->krx;
 	}
@@ -1314,25 +1297,24 @@ int eng_ktls_account(struct kite_stream *s, size_t calls, size_t len)
 
 	if (!c || !s->ktx || !calls)
 		return 0;
-	before = c->tx_estimate;
+	before = kite_conn_tx_estimate(c);
 	r = kite_ktls_account(c, calls, len);
 	/* A read-back of rec_seq (getsockopt) resets the estimate. */
-	if (c->tx_estimate < before)
+	if (kite_conn_tx_estimate(c) < before)
 		eng_sys(s->e, -1);
-	if (r || c->dead) {
-		eng_fail(s, r ? r : c->dead);
-		return r ? r : c->dead;
-	}
-	return 0;
+	if (!r)
+		r = kite_conn_dead(c);
+	if (r)
+		eng_fail(s, r);
+	return r;
 }
 
-/* ---- GnuTLS transport of engine streams --------------------------------- */
-
-static void tls_errno(struct kite_conn *c, int err)
-{
-	c->io_errno = err;
-	gnutls_transport_set_errno(c->s, err);
-}
+/* ---- Engine streams' records in memory ------------------------------------
+ *
+ * conn.c's GnuTLS transport serves engine streams too; these hooks let it
+ * move records through the stream's memory: userspace TX stages records for
+ * one SEND (stage_mode), io_uring userspace RX hands GnuTLS what the ring
+ * received (rx_mem). Every syscall the transport makes is counted. */
 
 /* Room for records: a round's buffer (up to stage_limit) or the small
  * out-of-round stage. */
@@ -1374,137 +1356,92 @@ static uint8_t *stage_room(struct kite_stream *s, size_t need)
 	return s->stage_mem + s->stage_len;
 }
 
-static ssize_t eng_push(gnutls_transport_ptr_t p, const giovec_t *iov, int n)
+static ssize_t io_push(void *owner, const giovec_t *iov, int n)
 {
-	struct kite_conn *c = p;
-	struct kite_stream *s = c->owner;
-	struct kite_engine *e = s->e;
-	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+	struct kite_stream *s = owner;
 	size_t total = 0;
 	uint8_t *dst;
-	ssize_t r;
 
-	/* As conn.c: once TX belongs to the kernel a GnuTLS record would be
-	 * encrypted twice. */
-	if (c->ktls[KITE_TX]) {
-		kite_conn_fail(c, -EKEYEXPIRED, "GnuTLS tried to send a record on a kernel TX socket");
-		tls_errno(c, EIO);
+	if (!s->stage_mode)
+		return KITE_IO_SOCKET;
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	errno = 0;
+	dst = stage_room(s, total);
+	if (!dst) {
+		/* Full: EAGAIN until a flush. Out of memory: an error, or the
+		 * epoll rung would wait for a POLLOUT edge no flush brings. */
+		return errno == ENOMEM ? -ENOMEM : -EAGAIN;
+	}
+	for (int i = 0; i < n; i++) {
+		memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+		dst += iov[i].iov_len;
+	}
+	if (s->buf >= 0 && s->buf_stage)
+		s->buf_len += (uint32_t)total;
+	else
+		s->stage_len += (uint32_t)total;
+	return (ssize_t)total;
+}
+
+static ssize_t io_pull(void *owner, void *buf, size_t len)
+{
+	struct kite_stream *s = owner;
+	size_t have = s->rx_have - s->rx_off;
+
+	if (!s->rx_mem)
+		return KITE_IO_SOCKET;
+	if (!have)
+		return s->rx_fin ? 0 : -EAGAIN;
+	if (len > have)
+		len = have;
+	memcpy(buf, s->rxbuf + s->rx_off, len);
+	s->rx_off += (uint32_t)len;
+	return (ssize_t)len;
+}
+
+static int io_ready(void *owner)
+{
+	struct kite_stream *s = owner;
+
+	if (!s->rx_mem)
 		return -1;
-	}
-	if (s->stage_mode) {
-		/* io_uring userspace TX: records collect in memory and go out
-		 * with one SEND. */
-		for (int i = 0; i < n; i++)
-			total += iov[i].iov_len;
-		errno = 0;
-		dst = stage_room(s, total);
-		if (!dst) {
-			/* Full: EAGAIN until a flush. Out of memory: an error,
-			 * or the epoll rung would wait for a POLLOUT edge that
-			 * no flush will bring. */
-			tls_errno(c, errno == ENOMEM ? ENOMEM : EAGAIN);
-			return -1;
-		}
-		for (int i = 0; i < n; i++) {
-			memcpy(dst, iov[i].iov_base, iov[i].iov_len);
-			dst += iov[i].iov_len;
-		}
-		if (s->buf >= 0 && s->buf_stage)
-			s->buf_len += (uint32_t)total;
-		else
-			s->stage_len += (uint32_t)total;
-		return (ssize_t)total;
-	}
-	do {
-		r = kite_sys->sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-		eng_sys(e, c->handshake_done ? KITE_PATH_USER : -1);
-		if (!c->handshake_done)
-			e->st.handshake_syscalls++;
-	} while (r < 0 && errno == EINTR);
-	if (r < 0)
-		tls_errno(c, errno == EWOULDBLOCK ? EAGAIN : errno);
-	return r;
+	return s->rx_off < s->rx_have || s->rx_fin;
+}
+
+static void io_syscall(void *owner, bool push)
+{
+	struct kite_stream *s = owner;
+	bool ready = kite_conn_ready(s->conn);
+
+	eng_sys(s->e, push && ready ? KITE_PATH_USER : -1);
+	if (!ready)
+		s->e->st.handshake_syscalls++;
 }
 
 /* The peer ended TCP. Without close_notify GnuTLS would invalidate the
  * whole session, sending included; once the user has chosen to close (it
  * reads nothing more) the end is noted here and GnuTLS only hears "not
  * yet", so the records still queued go out. */
-static ssize_t pull_eof(struct kite_stream *s)
+static bool io_hold_eof(void *owner)
 {
-	if (!s->close_req || !s->conn->handshake_done)
-		return 0;
+	struct kite_stream *s = owner;
+
+	if (!s->close_req || !kite_conn_ready(s->conn))
+		return false;
 	s->rx_eof = true;
-	tls_errno(s->conn, EAGAIN);
-	return -1;
+	return true;
 }
 
-static ssize_t eng_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
-{
-	struct kite_conn *c = p;
-	struct kite_stream *s = c->owner;
-	struct kite_engine *e = s->e;
-	struct iovec iov = {buf, len};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	ssize_t r;
-
-	if (c->ktls[KITE_RX]) {
-		tls_errno(c, EIO);
-		return -1;
-	}
-	if (s->rx_mem) {
-		/* io_uring userspace RX: the ring received into rxbuf. */
-		size_t have = s->rx_have - s->rx_off;
-
-		if (!have) {
-			if (s->rx_fin)
-				return pull_eof(s);
-			tls_errno(c, EAGAIN);
-			return -1;
-		}
-		if (len > have)
-			len = have;
-		memcpy(buf, s->rxbuf + s->rx_off, len);
-		s->rx_off += (uint32_t)len;
-		return (ssize_t)len;
-	}
-	/* During the handshake: straight from the socket, exactly the bytes
-	 * GnuTLS asks for, so that whatever follows the handshake stays in
-	 * the socket for kernel TLS RX. */
-	do {
-		r = kite_sys->recvmsg(s->fd, &msg, 0);
-		eng_sys(e, -1);
-		if (!c->handshake_done)
-			e->st.handshake_syscalls++;
-	} while (r < 0 && errno == EINTR);
-	if (r < 0)
-		tls_errno(c, errno == EWOULDBLOCK ? EAGAIN : errno);
-	return r ? r : pull_eof(s);
-}
-
-static int eng_pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
-{
-	struct kite_stream *s = ((struct kite_conn *)p)->owner;
-	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
-	int r;
-
-	(void)ms; /* never wait inside the loop: GnuTLS treats 0 as "nothing yet" */
-	if (s->rx_mem)
-		return s->rx_off < s->rx_have || s->rx_fin;
-	r = poll(&pfd, 1, 0);
-	eng_sys(s->e, -1);
-	return r;
-}
+static const struct kite_io eng_io = {
+	.push = io_push,
+	.pull = io_pull,
+	.ready = io_ready,
+	.syscall = io_syscall,
+	.hold_eof = io_hold_eof,
+};
 
 void eng_tls_transport(struct kite_stream *s)
 {
-	gnutls_session_t g = s->conn->s;
-
-	/* The transport pointer stays the conn (conn.c's keylog reads it);
-	 * the conn leads back to the stream. */
-	s->conn->owner = s;
-	gnutls_transport_set_ptr(g, s->conn);
-	gnutls_transport_set_vec_push_function(g, eng_push);
-	gnutls_transport_set_pull_function(g, eng_pull);
-	gnutls_transport_set_pull_timeout_function(g, eng_pull_timeout);
+	kite_conn_set_io(s->conn, &eng_io, s);
 }

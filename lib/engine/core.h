@@ -1,13 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Engine internals shared by the core (core.c), the resource pools
- * (pool.c) and the two backends (uring.c, epoll.c).
+ * The engine's private interface: the core (core.c), the resource pools
+ * (pool.c), the TLS context switch (ctx.c) and the two backends (uring.c,
+ * epoll.c).
  *
  * Shape: every event (a completion, readiness, an API call from a
  * callback) only updates a stream's state and "kicks" it; the loop then
  * calls the backend's progress(s), the one place that decides what the
  * stream does next. Streams are freed only between loop iterations, after
  * on_close, when the kernel holds nothing of theirs.
+ *
+ * Who owns what. The core owns every stream's life: creation, the
+ * handshake step (eng_handshake), eng_opened, deadlines (eng_deadline),
+ * the send queue and its accounting (eng_item_done), on_drain
+ * (eng_drained), the close sequence (eng_close_next, eng_fin_sent), end of
+ * data and receive errors (eng_rx_end, eng_rx_error), failure (eng_fail),
+ * short files, the reset on close, and the GnuTLS records in memory. A
+ * backend moves bytes with its own kernel interface, calls those rules,
+ * and keeps its per-stream state in a struct that starts with struct
+ * kite_stream (struct eng_backend: stream_size).
  */
 #ifndef KITE_ENGINE_PRIVATE_H
 #define KITE_ENGINE_PRIVATE_H

@@ -207,15 +207,13 @@ static int stage_flush(struct kite_stream *s)
 static int stage_record(struct kite_stream *s, struct eng_item *it)
 {
 	struct kite_engine *e = s->e;
-	size_t rec = gnutls_record_get_max_size(s->conn->s), done = 0;
+	/* The peer may ask for smaller records (RFC 8449): the stage's slack
+	 * is per record, so fewer bytes per round then. */
+	size_t rec = kite_conn_record_size(s->conn), done = 0;
 	const uint8_t *src;
 	size_t n;
 	ssize_t r;
 
-	/* The peer may ask for smaller records (RFC 8449): the stage's slack
-	 * is per record, so fewer bytes per round then. */
-	if (rec == 0 || rec > KITE_MAX_RECORD)
-		rec = KITE_MAX_RECORD;
 	n = it->left < EP_RECORDS * rec ? it->left : EP_RECORDS * rec;
 
 	if (it->kind == ITEM_BUF) {
@@ -307,8 +305,8 @@ static void ep_tx(struct kite_stream *s)
 		int path = KITE_PATH_SEND;
 		ssize_t r;
 
-		if (s->conn && s->conn->dead) {
-			eng_fail(s, s->conn->dead);
+		if (s->conn && kite_conn_dead(s->conn)) {
+			eng_fail(s, kite_conn_dead(s->conn));
 			return;
 		}
 		/* Records first, in the order GnuTLS made them. */

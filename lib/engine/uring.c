@@ -422,7 +422,7 @@ static int rx_dest(struct kite_stream *s, void **dst, size_t *len)
 	if (s->krx && us(s)->ctrl_have) {
 		/* The rest of a control record: the kernel hands out the
 		 * remainder of a partly read record before the next. */
-		*dst = s->conn->buf + us(s)->ctrl_have;
+		*dst = kite_conn_buf(s->conn) + us(s)->ctrl_have;
 		*len = us(s)->ctrl_missing;
 		return 0;
 	}
@@ -593,13 +593,13 @@ static void ktls_control(struct kite_stream *s)
 	if (!us(s)->ctrl_ready || (us(s)->ctrl_type == KITE_CT_HANDSHAKE && us(s)->tx.pend))
 		return;
 	us(s)->ctrl_ready = false;
-	r = kite_ktls_handle_control(c, us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
+	r = kite_ktls_handle_control(c, us(s)->ctrl_type, kite_conn_buf(c), us(s)->ctrl_have);
 	us(s)->ctrl_have = 0;
 	if (r) {
 		eng_rx_error(s, r);
 		return;
 	}
-	if (c->rx_eof)
+	if (kite_conn_rx_eof(c))
 		eng_rx_end(s);
 }
 
@@ -629,8 +629,7 @@ static void ktls_rx(struct kite_stream *s, int n)
 			eng_finish(s);
 			return;
 		}
-		c->peer_eof = true;
-		eng_rx_error(s, kite_conn_fail(c, -ECONNRESET, "peer closed TCP without close_notify"));
+		eng_rx_error(s, kite_conn_truncated(c));
 		return;
 	} else if (type == KITE_CT_APPLICATION_DATA) {
 		eng_deliver(s, s->rxbuf, (size_t)n);
@@ -644,11 +643,11 @@ static void ktls_rx(struct kite_stream *s, int n)
 			eng_rx_error(s, kite_conn_fail(c, -ENOMEM, "no memory for a control record"));
 			return;
 		}
-		memcpy(c->buf, s->rxbuf, (size_t)n);
+		memcpy(kite_conn_buf(c), s->rxbuf, (size_t)n);
 		us(s)->ctrl_type = type;
 		us(s)->ctrl_have = (uint32_t)n;
 	}
-	miss = kite_ktls_ctrl_missing(us(s)->ctrl_type, c->buf, us(s)->ctrl_have);
+	miss = kite_ktls_ctrl_missing(us(s)->ctrl_type, kite_conn_buf(c), us(s)->ctrl_have);
 	if (miss) {
 		if (us(s)->ctrl_have + miss > KITE_MAX_RECORD) {
 			eng_rx_error(s, kite_conn_fail(c, -EPROTO, "oversized control record"));
@@ -889,11 +888,9 @@ static void copy_chain(struct kite_stream *s, struct eng_item *it)
  * in-place staging needs ENG_REC_SLACK per record, see core.h). */
 static uint64_t user_round(struct kite_stream *s, uint64_t left)
 {
-	size_t rec = gnutls_record_get_max_size(s->conn->s);
+	size_t rec = kite_conn_record_size(s->conn);
 	uint64_t n = s->e->cfg.buffer_size;
 
-	if (rec == 0 || rec > KITE_MAX_RECORD)
-		rec = KITE_MAX_RECORD;
 	if (n > 16 * rec)
 		n = 16 * rec;
 	return left < n ? left : n;
@@ -912,10 +909,8 @@ static void uread_chain(struct kite_stream *s, struct eng_item *it)
 static int encrypt_into_buf(struct kite_stream *s, const uint8_t *src, size_t n, bool in_place)
 {
 	struct kite_engine *e = s->e;
-	size_t rec = gnutls_record_get_max_size(s->conn->s), done = 0;
+	size_t rec = kite_conn_record_size(s->conn), done = 0;
 
-	if (rec == 0 || rec > KITE_MAX_RECORD)
-		rec = KITE_MAX_RECORD;
 	s->buf_stage = true;
 	while (done < n) {
 		size_t k = n - done < rec ? n - done : rec;
@@ -1152,8 +1147,8 @@ static void tx_next(struct kite_stream *s)
 	while (r == STEP_AGAIN) {
 		if (!eng_live(s))
 			return;
-		if (s->conn && s->conn->dead) {
-			eng_fail(s, s->conn->dead);
+		if (s->conn && kite_conn_dead(s->conn)) {
+			eng_fail(s, kite_conn_dead(s->conn));
 			return;
 		}
 		if (!u_room(s->e, 4)) {
