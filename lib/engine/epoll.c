@@ -4,9 +4,13 @@
  * (kernel.io_uring_disabled, seccomp, containers). Same streams, same
  * queue, same callbacks; the bytes move with non-blocking syscalls:
  * sendfile(2) into kernel TLS or plaintext sockets, pread + GnuTLS records
- * staged in memory and sent with sendmsg in userspace. Sockets are edge-triggered and registered once, so a
- * stream costs no epoll_ctl after its accept. Timers are a scan every
- * ENG_EPOLL_TICK_MS.
+ * staged in memory and sent with sendmsg in userspace. Sockets are
+ * edge-triggered and registered once, so a stream costs no epoll_ctl after
+ * its accept. Timers are a scan every ENG_EPOLL_TICK_MS.
+ *
+ * Owns: the epoll set, readiness and the send timeout per stream (struct
+ * ep_stream). What a stream does at each step of its life is the core's
+ * rule (core.h); this file turns it into non-blocking syscalls.
  */
 #include <errno.h>
 #include <fcntl.h>

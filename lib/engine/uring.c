@@ -7,6 +7,11 @@
  * comes next. io_uring has no sendfile: file ranges go as linked
  * SPLICE(file -> pipe) -> SPLICE(pipe -> socket) rounds, or READ_FIXED ->
  * SEND through a registered buffer (small ranges, no free pipe).
+ *
+ * Owns: the ring, its listeners' and eventfd's ops, the shared receive
+ * buffers, and per stream (struct uring_stream) the chains and what they
+ * point the kernel at. What a stream does at each step of its life is the
+ * core's rule (core.h); this file turns it into submissions.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -454,12 +459,32 @@ static void u_open(struct kite_stream *s)
 		user_rx(s);
 }
 
+/* The RX chain's first op (role), or NULL: the submission ring is full
+ * and the stream fails (-EAGAIN). */
+static struct io_uring_sqe *rx_begin(struct kite_stream *s, uint8_t role)
+{
+	if (!u_room(s->e, 2)) {
+		eng_fail(s, -EAGAIN); /* submission ring full */
+		return NULL;
+	}
+	ch_begin(&us(s)->rx);
+	return c_op(s->e, &us(s)->rx, s, UK_RX, role, -1);
+}
+
+/* The RX op q waits at most ms (0: no limit). */
+static void rx_until(struct kite_stream *s, struct io_uring_sqe *q, unsigned ms)
+{
+	if (!ms)
+		return;
+	c_link(q);
+	c_tmo(s->e, &us(s)->rx, s, UK_RX, ms, -1);
+}
+
 /* The handshake runs on readiness: a POLL_ADD for what GnuTLS waits for
  * (for a server, first for the client's first bytes), linked to a timeout
  * at the handshake's deadline. */
 static void hs_step(struct kite_stream *s)
 {
-	struct kite_engine *e = s->e;
 	struct io_uring_sqe *q;
 	unsigned left;
 	int r;
@@ -473,26 +498,19 @@ static void hs_step(struct kite_stream *s)
 	left = eng_deadline(s, eng_now_ms());
 	if (s->state != ST_HANDSHAKE)
 		return;
-	if (!u_room(e, 2)) {
-		eng_fail(s, -EAGAIN); /* submission ring full */
+	q = rx_begin(s, RO_POLL);
+	if (!q)
 		return;
-	}
 	if (!s->conn)
-		s->hs_polled = true; /* the poll below waits for the first bytes */
-	ch_begin(&us(s)->rx);
-	q = c_op(e, &us(s)->rx, s, UK_RX, RO_POLL, -1);
+		s->hs_polled = true; /* the poll waits for the first bytes */
 	io_uring_prep_poll_add(q, s->fd, s->conn ? (unsigned)kite_conn_poll_events(s->conn) : POLLIN);
-	if (left) {
-		c_link(q);
-		c_tmo(e, &us(s)->rx, s, UK_RX, left, -1);
-	}
+	rx_until(s, q, left);
 }
 
 /* ---- Receive ---------------------------------------------------------------- */
 
 static void rx_arm(struct kite_stream *s)
 {
-	struct kite_engine *e = s->e;
 	struct io_uring_sqe *q;
 	unsigned tmo;
 	size_t len;
@@ -508,12 +526,9 @@ static void rx_arm(struct kite_stream *s)
 		eng_fail(s, r);
 		return;
 	}
-	if (!u_room(e, 2)) {
-		eng_fail(s, -EAGAIN); /* submission ring full */
+	q = rx_begin(s, RO_RECV);
+	if (!q)
 		return;
-	}
-	ch_begin(&us(s)->rx);
-	q = c_op(e, &us(s)->rx, s, UK_RX, RO_RECV, -1);
 	if (s->krx) {
 		/* With a shared buffer the iovec gives only the length. */
 		us(s)->rx_iov.iov_base = dst;
@@ -535,10 +550,7 @@ static void rx_arm(struct kite_stream *s)
 		q->flags |= IOSQE_BUFFER_SELECT;
 		q->buf_group = RX_BGID;
 	}
-	if (tmo) {
-		c_link(q);
-		c_tmo(e, &us(s)->rx, s, UK_RX, tmo, -1);
-	}
+	rx_until(s, q, tmo);
 }
 
 /* Idle timer of a stream that cannot read (peer finished): a plain TIMEOUT. */
