@@ -235,6 +235,9 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 		return -ENOMEM;
 	}
 	attach(c, s);
+	/* kite's own session has no embedder keylog: what attach() found is
+	 * GnuTLS's default, which writes the secrets to SSLKEYLOGFILE. */
+	c->user_keylog = NULL;
 	r = gnutls_priority_set(c->s, ctx->prio);
 	if (r >= 0)
 		r = gnutls_credentials_set(c->s, GNUTLS_CRD_CERTIFICATE, ctx->cred);
