@@ -14,6 +14,8 @@ Groups (each starts its own kite-serve processes, see serve_test.py):
             conditionals, --parallel many files over one connection; the
             access log says HTTP/2.0 and the stream; ALPN: no ALPN and
             --http2 off give HTTP/1.1
+  browser   headless Chromium loads the index page over h2 (the access log
+            says HTTP/2.0), when chromium is installed
   tools     h2load and nghttp (nghttp2-client): every response 2xx, counts
             exact, bodies byte for byte
   frames    Python h2: many streams at once and a small response not stuck
@@ -34,6 +36,7 @@ Bodies are compared byte for byte. Exit status: 0 pass, 1 fail, 77 skip.
 import argparse
 import os
 import re
+import shutil
 import socket
 import ssl
 import struct
@@ -739,7 +742,32 @@ def group_ktls(t):
         check(sent >= (64 << 20), "send path moved %d bytes" % sent)
 
 
-GROUPS = {"ktls": group_ktls, "curl": group_curl, "tools": group_tools, "frames": group_frames,
+# ---------------------------------------------------------------- group: browser
+
+
+def group_browser(t):
+    """Headless Chromium loads the index page: it must negotiate h2 (the
+    access log says HTTP/2.0) and render the page's text."""
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser")
+                if shutil.which(n)), None)
+    if not exe:
+        if st.ALLOW_MISSING:
+            print("  skip: chromium missing")
+            return
+        raise Fail("chromium missing (apt-get install chromium)")
+    srv = Server(t, "h2browser")
+    prof = os.path.join(t.tmp, "chromium-profile")
+    p = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--ignore-certificate-errors", "--user-data-dir=" + prof,
+                        "--dump-dom", url(srv, "")], capture_output=True, text=True,
+                       timeout=WAIT * 6, env=st.tool_env())
+    check("kite root" in p.stdout, "chromium DOM: %r (%s)" % (p.stdout[:200], p.stderr[-300:]))
+    lines = h2_lines(srv)
+    check(any(m.group(1) == "GET" and m.group(2) == "/" and m.group(3) == "200" for m in lines),
+          "no HTTP/2.0 GET / in the access log: %s" % srv.log_lines())
+
+
+GROUPS = {"ktls": group_ktls, "browser": group_browser, "curl": group_curl, "tools": group_tools, "frames": group_frames,
           "hostile": group_hostile}
 
 
