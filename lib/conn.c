@@ -241,6 +241,8 @@ int kite_conn_create(struct kite_conn **out, struct kite_ctx *ctx, int fd)
 	r = gnutls_priority_set(c->s, ctx->prio);
 	if (r >= 0)
 		r = gnutls_credentials_set(c->s, GNUTLS_CRD_CERTIFICATE, ctx->cred);
+	if (r >= 0 && ctx->role == KITE_SERVER)
+		kite_sni_attach(c);
 	if (r >= 0 && ctx->ticket_key.data)
 		r = gnutls_session_ticket_enable_server(c->s, &ctx->ticket_key);
 	if (r >= 0 && ctx->nalpn)

@@ -95,6 +95,11 @@ struct kite_ctx {
 	gnutls_datum_t alpn[4];
 	unsigned nalpn;
 	bool have_cred;
+	unsigned ncred;          /* certificate/key pairs loaded (GnuTLS indexes 0..) */
+	struct kite_sni_group *sni; /* pairs by server name (sni.c) */
+	unsigned nsni;
+	struct kite_sni_group *sni_last; /* the group of the pair loaded last */
+	unsigned sni_last_idx;
 	bool insecure_key_perms; /* kite_ctx_allow_insecure_key_perms() */
 	bool verify;
 	unsigned ktls_flags;
@@ -102,6 +107,13 @@ struct kite_ctx {
 };
 
 void kite_ctx_ref(struct kite_ctx *ctx);
+
+/* sni.c: certificates by server name, also for TLS 1.2 suite choice. */
+int kite_sni_add(struct kite_ctx *ctx, const gnutls_datum_t *cert,
+		 const gnutls_datum_t *key);
+int kite_sni_set_ocsp(struct kite_ctx *ctx, const gnutls_datum_t *der);
+void kite_sni_free(struct kite_ctx *ctx);
+void kite_sni_attach(struct kite_conn *c);
 
 /* One direction's backend: kernel TLS or userspace GnuTLS records. */
 struct kite_tx_ops {

@@ -161,9 +161,27 @@ void kite_ctx_destroy(struct kite_ctx *ctx);
 
 /* PEM certificate chain and private key. Required for servers. The key file
  * must not be readable or writable by others (-EPERM otherwise) unless
- * kite_ctx_allow_insecure_key_perms() said so first. */
+ * kite_ctx_allow_insecure_key_perms() said so first. May be called again
+ * (as may kite_ctx_add_credentials_mem()) to add further pairs: GnuTLS
+ * picks the pair whose certificate names the client's SNI and whose key
+ * type the client's signature algorithms allow; the first pair otherwise. */
 KITE_MUST_CHECK int kite_ctx_set_credentials(struct kite_ctx *ctx, const char *cert_file,
 					     const char *key_file);
+
+/* Like kite_ctx_set_credentials() from PEM in memory (read by the caller,
+ * for example from descriptors kept open after dropping privileges). The
+ * buffers are copied; the caller wipes its copy of the key. 0, -EINVAL with
+ * detail in kite_ctx_error(), -EBUSY once in use. */
+KITE_MUST_CHECK int kite_ctx_add_credentials_mem(struct kite_ctx *ctx, const void *cert_pem,
+						 size_t cert_len, const void *key_pem,
+						 size_t key_len);
+
+/* Servers: a DER OCSP response to staple for the pair added last. GnuTLS
+ * checks it belongs to that chain, and staples it only while it is valid
+ * (never after its nextUpdate). 0; -EKEYEXPIRED already expired; -EINVAL
+ * no pair yet or not a response for it; -EBUSY once in use. */
+KITE_MUST_CHECK int kite_ctx_set_ocsp_response(struct kite_ctx *ctx, const void *der,
+					       size_t len);
 
 /* Accept private key and ticket key files that others can read or write
  * (default: refuse them with -EPERM). For test setups that cannot chmod;
@@ -208,6 +226,10 @@ KITE_MUST_CHECK int kite_ctx_enable_tickets(struct kite_ctx *ctx);
  */
 #define KITE_TICKET_KEY_SIZE 64
 KITE_MUST_CHECK int kite_ctx_set_ticket_key_file(struct kite_ctx *ctx, const char *path);
+
+/* The same from memory: exactly KITE_TICKET_KEY_SIZE bytes, copied (the
+ * caller wipes its buffer). Enables tickets. 0, -EINVAL, -ENOMEM. */
+KITE_MUST_CHECK int kite_ctx_set_ticket_key(struct kite_ctx *ctx, const void *key, size_t len);
 
 /* ALPN protocols to offer/accept, most preferred first (at most 4), e.g.
  * {"http/1.1"}. A server then refuses clients that offer only others. */
