@@ -106,6 +106,11 @@ void eng_pools_fini(struct kite_engine *e)
 	e->bufmem = NULL;
 	free(e->buf_free);
 	e->buf_free = NULL;
+	/* The engine may try the next rung with the same struct: its pools
+	 * start from nothing again (a stale count wrote past buf_free). */
+	e->npipes = 0;
+	e->pipe_free = -1;
+	e->nbufs = e->nbuf_free = 0;
 }
 
 int eng_pipe_get(struct kite_engine *e)
