@@ -153,6 +153,9 @@ static void start(const struct responder *rp, struct response *res, int status, 
 	http_date(now, date);
 	add(res, "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n", status, http_status_text(status),
 	    rp->server_name ? rp->server_name : "kite", date);
+	/* On every answer over TLS, errors included (RFC 6797 8.1). */
+	if (rp->hsts)
+		add(res, "%s", rp->hsts);
 }
 
 static void finish(struct response *res)

@@ -35,6 +35,7 @@ struct response {
 struct responder {
 	int root_fd;
 	const char *server_name; /* "kite" */
+	const char *hsts;        /* NULL or a whole "Strict-Transport-Security: ...\r\n" */
 };
 
 /* Fill *res for req (parsed, status 0) or for a parse error (status < 0,

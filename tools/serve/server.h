@@ -21,11 +21,17 @@
 
 #define SERVE_MAX_LISTEN 8
 #define SERVE_MAX_THREADS 256
+#define SERVE_MAX_SITES 16
 
 struct serve_addr {
 	char host[64];     /* numeric, no brackets */
 	uint16_t port;     /* 0 until bound when asked for 0 */
 	bool v6;
+};
+
+/* One --cert/--key pair and its stapled OCSP response (--ocsp-file). */
+struct serve_site {
+	const char *cert, *key, *ocsp;
 };
 
 struct serve_config {
@@ -34,8 +40,14 @@ struct serve_config {
 	unsigned nlisten;
 	struct serve_addr metrics;
 	bool metrics_on;
-	const char *cert, *key;
+	struct serve_site site[SERVE_MAX_SITES]; /* none: a self-signed certificate */
+	unsigned nsite, nkey;
 	const char *priority;
+	const char *user;        /* --user NAME[:GROUP]: drop to it after start-up */
+	struct serve_addr redirect; /* --redirect-listen: plain HTTP, 301 to https */
+	bool redirect_on;
+	unsigned hsts;           /* --hsts SECONDS */
+	bool hsts_on;
 	const char *ticket_key_file;
 	bool insecure_key_perms;      /* --allow-insecure-key-perms */
 	const char *access_log;  /* NULL: none; "-": stdout */
@@ -182,6 +194,10 @@ struct server {
 	unsigned nworkers;
 	struct worker metrics_worker;
 	bool metrics_running;
+	struct worker redirect_worker;  /* --redirect-listen */
+	bool redirect_running;
+	bool socket_activated;      /* listeners from systemd */
+	char hsts[80];              /* the Strict-Transport-Security line */
 	uint64_t started_at;        /* time(NULL) */
 	char fingerprint[96];
 };

@@ -511,19 +511,8 @@ static int setup(struct worker *w)
 	w->e = e;
 	pthread_mutex_unlock(&w->mu);
 	for (unsigned i = 0; i < sc->nlisten; i++) {
-		/* Worker 0 got the sockets main bound (and learned ports
-		 * from); the others join their SO_REUSEPORT groups. */
-		if (w->id) {
-			w->lfd[i] = kite_listen_reuseport(sc->listen[i].host, sc->listen[i].port,
-							  sc->backlog);
-			if (w->lfd[i] < 0) {
-				r = w->lfd[i];
-				snprintf(w->start_msg, sizeof(w->start_msg), "listen %s port %u: %s",
-					 sc->listen[i].host, sc->listen[i].port, kite_strerror(r));
-				return r;
-			}
-			w->nl = i + 1;
-		}
+		/* main bound (or took from systemd) every thread's sockets
+		 * before dropping privileges. */
 		r = kite_engine_add_listener(w->e, w->lfd[i]);
 		if (r) {
 			snprintf(w->start_msg, sizeof(w->start_msg), "engine listener: %s",
