@@ -123,7 +123,8 @@ void kite_sni_free(struct kite_ctx *ctx)
  * pairs, the first one the default). */
 static int sni_select(gnutls_session_t s)
 {
-	struct kite_conn *c = gnutls_session_get_ptr(s);
+	/* The transport pointer: the session pointer may be an embedder's. */
+	struct kite_conn *c = gnutls_transport_get_ptr(s);
 	const struct kite_ctx *ctx = c->ctx;
 	char name[256];
 	size_t n = sizeof(name);
