@@ -82,7 +82,8 @@ struct h2conn {
 	double reset_tokens;
 	uint64_t reset_at;
 	size_t out_len;
-	char out[OUT_CAP];
+	char *out;            /* OUT_CAP bytes while frames are made, else NULL:
+			       * an idle connection keeps no 16 KiB buffer */
 };
 
 static const char *const limit_names[H2L_COUNT] = {
@@ -119,6 +120,16 @@ static int flush(struct h2conn *h)
 	return r;
 }
 
+/* The output buffer, made on first use in a pump (freed at its end). */
+static bool out_buf(struct h2conn *h)
+{
+	if (!h->out)
+		h->out = malloc(OUT_CAP);
+	if (!h->out)
+		h->err = -ENOMEM;
+	return h->out != NULL;
+}
+
 static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags,
 		       void *user)
 {
@@ -126,7 +137,7 @@ static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
 	size_t n;
 
 	(void)ng, (void)flags;
-	if (h->err)
+	if (h->err || !out_buf(h))
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	if (backlog(h) >= QUEUE_MAX)
 		return NGHTTP2_ERR_WOULDBLOCK; /* on_drain asks again */
@@ -152,7 +163,7 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
 	int fd, r;
 
 	(void)ng, (void)frame; /* no padding callback: padlen is 0 */
-	if (h->err)
+	if (h->err || !out_buf(h))
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	if (backlog(h) >= QUEUE_MAX)
 		return NGHTTP2_ERR_WOULDBLOCK;
@@ -235,6 +246,9 @@ static void pump(struct h2conn *h)
 	r = nghttp2_session_send(h->ng);
 	if (!r)
 		r = flush(h);
+	free(h->out); /* flushed (or failed): nothing in it is owed */
+	h->out = NULL;
+	h->out_len = 0;
 	h->busy = false;
 	if (r || h->err) {
 		end(h, h->err ? h->err : -EPROTO);
@@ -703,6 +717,7 @@ void h2_destroy(struct h2conn *h)
 	}
 	while (h->streams)
 		stream_free(h, h->streams);
+	free(h->out);
 	free(h);
 }
 
