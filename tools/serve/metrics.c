@@ -407,30 +407,20 @@ char *metrics_render(struct server *srv, size_t *len)
 
 /* ---- The metrics listener ------------------------------------------------ */
 
-struct mconn {
-	char in[8192];
-	size_t n;
-	bool done;
-};
-
-static void m_answer(struct kite_stream *s, struct mconn *m, struct server *srv)
+static void m_answer(struct kite_stream *s, const struct http_request *req, int r,
+		     struct server *srv)
 {
-	struct http_request req;
 	char head[256], date[30];
 	const char *status = "200 OK", *type = "text/plain; version=0.0.4; charset=utf-8";
 	char *body = NULL;
 	size_t blen = 0;
-	int r = http_parse_request(m->in, m->n, &req);
 
-	if (r == 0 && m->n < sizeof(m->in))
-		return; /* more to come */
-	m->done = true;
 	if (r <= 0) {
 		status = "400 Bad Request", type = "text/plain";
-	} else if (req.method == HTTP_OTHER) {
+	} else if (req->method == HTTP_OTHER) {
 		status = "405 Method Not Allowed", type = "text/plain";
-	} else if (req.target.n < 8 || memcmp(req.target.p, "/metrics", 8) ||
-		   (req.target.n > 8 && req.target.p[8] != '?')) {
+	} else if (req->target.n < 8 || memcmp(req->target.p, "/metrics", 8) ||
+		   (req->target.n > 8 && req->target.p[8] != '?')) {
 		status = "404 Not Found", type = "text/plain";
 	} else {
 		body = metrics_render(srv, &blen);
@@ -443,106 +433,25 @@ static void m_answer(struct kite_stream *s, struct mconn *m, struct server *srv)
 		 "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
 		 status, date, type, blen);
 	if (kite_stream_send(s, head, strlen(head)) < 0 ||
-	    (body && r > 0 && req.method != HTTP_HEAD && kite_stream_send(s, body, blen) < 0))
+	    (body && r > 0 && req->method != HTTP_HEAD && kite_stream_send(s, body, blen) < 0))
 		kite_stream_abort(s, -ENOBUFS);
 	else
 		(void)kite_stream_close(s);
 	free(body);
 }
 
-static void m_data(struct kite_stream *s, const void *buf, size_t len)
-{
-	struct worker *w = kite_engine_user(kite_stream_engine(s));
-	struct mconn *m = kite_stream_user(s);
-
-	if (!m) {
-		m = calloc(1, sizeof(*m));
-		if (!m) {
-			kite_stream_abort(s, -ENOMEM);
-			return;
-		}
-		kite_stream_set_user(s, m);
-	}
-	if (m->done)
-		return;
-	if (!len) {
-		(void)kite_stream_close(s);
-		m->done = true;
-		return;
-	}
-	if (len > sizeof(m->in) - m->n)
-		len = sizeof(m->in) - m->n;
-	memcpy(m->in + m->n, buf, len);
-	m->n += len;
-	m_answer(s, m, w->srv);
-}
-
-static void m_close(struct kite_stream *s, int err)
-{
-	(void)err;
-	free(kite_stream_user(s));
-	kite_stream_set_user(s, NULL);
-}
-
-static void *metrics_main(void *arg)
-{
-	struct worker *w = arg;
-	struct server *srv = w->srv;
-	struct kite_engine_config cfg;
-	struct kite_engine *e;
-	int r;
-
-	kite_engine_config_init(&cfg);
-	cfg.ctx = NULL; /* plain HTTP */
-	cfg.on_data = m_data;
-	cfg.on_close = m_close;
-	cfg.user = w;
-	cfg.idle_timeout_ms = 10000;
-	cfg.send_timeout_ms = 10000;
-	cfg.max_streams = 64;
-	cfg.pipes = 0;
-	cfg.buffers = 4;
-	r = kite_engine_create(&e, &cfg);
-	if (r) {
-		snprintf(w->start_msg, sizeof(w->start_msg), "metrics engine: %s",
-			 kite_engine_create_error());
-		goto out;
-	}
-	r = kite_engine_add_listener(e, w->lfd[0]);
-	if (r) {
-		snprintf(w->start_msg, sizeof(w->start_msg), "metrics listener: %s",
-			 kite_strerror(r));
-		kite_engine_destroy(e);
-		goto out;
-	}
-	pthread_mutex_lock(&w->mu);
-	w->e = e;
-	pthread_mutex_unlock(&w->mu);
-out:
-	w->start_err = r;
-	pthread_mutex_lock(&srv->mu);
-	srv->started++;
-	pthread_cond_broadcast(&srv->cond);
-	pthread_mutex_unlock(&srv->mu);
-	if (r)
-		return NULL;
-	/* Until main says stop (after the workers have finished). */
-	while (!atomic_load(&srv->force)) {
-		r = kite_engine_run(e, 1000);
-		if (r)
-			break;
-	}
-	pthread_mutex_lock(&w->mu);
-	w->e = NULL;
-	pthread_mutex_unlock(&w->mu);
-	kite_engine_destroy(e);
-	return NULL;
-}
-
 int metrics_start(struct worker *w, struct server *srv)
 {
-	w->srv = srv;
+	static const struct plain_service svc = {
+		.name = "metrics",
+		.answer = m_answer,
+		.until_drain = false, /* scraped until main says stop, drain included */
+		.idle_timeout_ms = 10000,
+		.send_timeout_ms = 10000,
+		.max_streams = 64,
+		.buffers = 4,
+	};
+
 	w->metrics = true;
-	pthread_mutex_init(&w->mu, NULL);
-	return -pthread_create(&w->th, NULL, metrics_main, w);
+	return plain_start(w, srv, &svc);
 }

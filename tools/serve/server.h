@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "h2.h"
+#include "plain.h"
 #include "kite.h"
 #include "respond.h"
 #include "session.h"
@@ -157,6 +158,7 @@ struct worker {
 	struct h2_config h2cfg;
 	bool drain_seen;
 	bool metrics;              /* the plain-HTTP metrics listener */
+	struct plain_service plain; /* a plain-HTTP side listener's service */
 	/* stderr reports, at most one per interval (this thread only) */
 	uint64_t accept_errors_seen, accept_report_at;
 	uint64_t close_report_at, close_unreported;
