@@ -27,6 +27,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			(void)!http_parse_range(req.range.p, req.range.n, 1000, &s, &l);
 		if (req.if_none_match.n)
 			(void)!http_etag_match(req.if_none_match.p, req.if_none_match.n, "\"x\"");
+		if (req.accept_encoding.n) {
+			unsigned order[2];
+			int n = http_accept_encoding(req.accept_encoding.p, req.accept_encoding.n,
+						     HTTP_CE_BR | HTTP_CE_GZIP, order);
+
+			if (n < 0 || n > 2 || (n == 2 && order[0] == order[1]))
+				__builtin_trap(); /* at most each offered coding once */
+		}
 		if (req.if_modified_since.n)
 			(void)!http_parse_date(req.if_modified_since.p, req.if_modified_since.n);
 		off += (size_t)r;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "flags.h"
 
@@ -23,6 +24,11 @@ static void usage(FILE *f)
 "encrypts the records (kTLS) where it can, so files go out with splice/sendfile.\n"
 "\n"
 "  --root DIR               directory to serve (default: the current directory)\n"
+"  --vhost NAME=DIR         serve DIR to requests for host NAME (Host or :authority,\n"
+"                           port and case ignored), repeatable; other names get\n"
+"                           --root; opened at start (before --user), kept on SIGHUP\n"
+"  --precompressed          send FILE.br or FILE.gz (Content-Encoding) instead of\n"
+"                           FILE when the client accepts it and it is as new as FILE\n"
 "  --listen ADDR:PORT       listen address, repeatable; IPv6 as [ADDR]:PORT; port 0\n"
 "                           picks a free port (default 127.0.0.1:8443)\n"
 "  --cert FILE --key FILE   PEM certificate chain and private key (the key must not\n"
@@ -38,6 +44,8 @@ static void usage(FILE *f)
 "                           (and GROUP, else NAME's group) for good\n"
 "  --redirect-listen ADDR:PORT  plain HTTP listener: 301 to https, same host/path\n"
 "  --hsts SECONDS           send Strict-Transport-Security: max-age=SECONDS\n"
+); /* C11 promises string literals up to 4095 bytes: two halves */
+	fputs(
 "  --threads N              worker threads, one engine each (default: one per core)\n"
 "  --priority STRING        GnuTLS priority string (default: TLS 1.3 and 1.2, the\n"
 "                           server's order: what the kernel offloads first, AES-GCM\n"
@@ -68,9 +76,10 @@ static void usage(FILE *f)
 "  --help, --version\n"
 "\n"
 "Signals: SIGHUP reloads the certificates, keys, OCSP responses and ticket key\n"
-"(new connections; open ones keep theirs) and reopens the access log.\n"
+"(new connections; open ones keep theirs) and reopens the access log; --root and\n"
+"--vhost directories stay the ones opened at start.\n"
 "SIGTERM/SIGINT stop accepting; a second one, or the shutdown timeout, aborts\n"
-"what is left. Started by systemd with sockets (LISTEN_FDS), it serves those.\n");
+"what is left. Started by systemd with sockets (LISTEN_FDS), it serves those.\n", f);
 }
 
 int parse_addr(const char *s, struct serve_addr *a)
@@ -195,6 +204,27 @@ static int set_ocsp(struct serve_config *c, const char *arg)
 	return 0;
 }
 
+/* NAME=DIR: NAME is a host name as clients send it (matched without case
+ * and port), DIR its root. */
+static int set_vhost(struct serve_config *c, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	size_t n = eq ? (size_t)(eq - arg) : 0;
+
+	if (c->nvhost == SERVE_MAX_VHOSTS || !eq || !n || n > 253 || !eq[1] ||
+	    arg[n - 1] == '.')
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._[]:",
+			    arg[i]))
+			return -EINVAL;
+	for (unsigned i = 0; i < c->nvhost; i++)
+		if (c->vhost[i].name_len == n && !strncasecmp(c->vhost[i].name, arg, n))
+			return -EINVAL; /* the same name twice: which root would win? */
+	c->vhost[c->nvhost++] = (struct serve_vhost){.name = arg, .name_len = n, .dir = eq + 1};
+	return 0;
+}
+
 static int set_ktls(struct serve_config *c, const char *arg)
 {
 	c->ktls_mode = arg;
@@ -265,6 +295,9 @@ struct flag {
 
 static const struct flag flags[] = {
 	{"root", F_STR, FIELD(root), 0, 0, NULL, false, NULL},
+	{"vhost", F_FN, 0, 0, 0, set_vhost, false,
+	 "want NAME=DIR, a host name once each, at most 16"},
+	{"precompressed", F_TRUE, FIELD(precompressed), 0, 0, NULL, true, NULL},
 	{"listen", F_FN, 0, 0, 0, set_listen, false, ADDR_WANT " (at most 8)"},
 	{"metrics-listen", F_FN, 0, 0, 0, set_metrics, false, ADDR_WANT},
 	{"redirect-listen", F_FN, 0, 0, 0, set_redirect, false, ADDR_WANT},

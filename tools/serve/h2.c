@@ -30,13 +30,13 @@
 #define BOMB_FACTOR 4
 
 enum hfield { HF_METHOD, HF_PATH, HF_AUTHORITY, HF_HOST, HF_RANGE, HF_INM, HF_IMS, HF_IFRANGE,
-	      HF_UA, HF_REFERER, HF_COUNT };
+	      HF_UA, HF_REFERER, HF_AE, HF_COUNT };
 
 static const char *const hf_names[HF_COUNT] = {
 	[HF_METHOD] = ":method", [HF_PATH] = ":path", [HF_AUTHORITY] = ":authority",
 	[HF_HOST] = "host", [HF_RANGE] = "range", [HF_INM] = "if-none-match",
 	[HF_IMS] = "if-modified-since", [HF_IFRANGE] = "if-range", [HF_UA] = "user-agent",
-	[HF_REFERER] = "referer",
+	[HF_REFERER] = "referer", [HF_AE] = "accept-encoding",
 };
 
 struct h2stream {
@@ -322,6 +322,7 @@ static void build_request(const struct h2stream *st, struct http_request *req)
 	req->if_range = field(st, HF_IFRANGE);
 	req->user_agent = field(st, HF_UA);
 	req->referer = field(st, HF_REFERER);
+	req->accept_encoding = field(st, HF_AE);
 }
 
 static void nv_add(struct h2stream *st, const char *n, size_t nl, const char *v, size_t vl)

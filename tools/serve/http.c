@@ -139,6 +139,8 @@ static int parse_header(const char *p, size_t n, struct http_request *req, bool 
 		req->if_modified_since = v;
 	} else if (str_ieq(name, "if-range")) {
 		req->if_range = v;
+	} else if (str_ieq(name, "accept-encoding")) {
+		req->accept_encoding = v;
 	} else if (str_ieq(name, "user-agent")) {
 		req->user_agent = v;
 	} else if (str_ieq(name, "referer")) {
@@ -392,6 +394,90 @@ time_t http_parse_date(const char *s, size_t n)
 	tm.tm_mon = i;
 	tm.tm_year -= 1900;
 	return timegm(&tm);
+}
+
+/* q-value (RFC 9110 12.4.2) in thousandths: "1", "1.000", "0", "0.5".
+ * -1 when it is not one. */
+static int parse_qvalue(const char *p, size_t n)
+{
+	int v, scale = 100;
+	size_t i;
+
+	if (!n || (p[0] != '0' && p[0] != '1'))
+		return -1;
+	v = (p[0] - '0') * 1000;
+	if (n == 1)
+		return v;
+	if (p[1] != '.' || n > 5)
+		return -1;
+	for (i = 2; i < n; i++, scale /= 10) {
+		if (p[i] < '0' || p[i] > '9' || (v == 1000 && p[i] != '0'))
+			return -1;
+		v += (p[i] - '0') * scale;
+	}
+	return v;
+}
+
+int http_accept_encoding(const char *v, size_t n, unsigned offered, unsigned order[2])
+{
+	/* Weights in thousandths; -1: not named. */
+	int br = -1, gz = -1, id = -1, star = -1, wbr, wgz, wid;
+	int cnt = 0;
+
+	while (n) {
+		const char *e = memchr(v, ',', n), *semi, *tok = v;
+		size_t len = e ? (size_t)(e - v) : n, tl;
+		int q = 1000;
+
+		v += len, n -= len;
+		if (e)
+			v++, n--;
+		while (len && (*tok == ' ' || *tok == '\t'))
+			tok++, len--;
+		while (len && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+			len--;
+		semi = memchr(tok, ';', len);
+		tl = semi ? (size_t)(semi - tok) : len;
+		while (tl && (tok[tl - 1] == ' ' || tok[tl - 1] == '\t'))
+			tl--;
+		if (!tl)
+			continue;
+		if (semi) {
+			/* The one parameter allowed: weight = OWS ";" OWS "q=" qvalue */
+			const char *p = semi + 1;
+			size_t pl = len - (size_t)(p - tok);
+
+			while (pl && (*p == ' ' || *p == '\t'))
+				p++, pl--;
+			if (pl < 2 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=')
+				continue;
+			q = parse_qvalue(p + 2, pl - 2);
+			if (q < 0)
+				continue;
+		}
+#define IS(lit) (tl == sizeof(lit) - 1 && !strncasecmp(tok, lit, tl))
+		if (IS("br"))
+			br = q;
+		else if (IS("gzip") || IS("x-gzip"))
+			gz = q;
+		else if (IS("identity"))
+			id = q;
+		else if (IS("*"))
+			star = q;
+#undef IS
+	}
+	wbr = offered & HTTP_CE_BR ? (br >= 0 ? br : star >= 0 ? star : 0) : 0;
+	wgz = offered & HTTP_CE_GZIP ? (gz >= 0 ? gz : star >= 0 ? star : 0) : 0;
+	/* Identity unnamed is acceptable but the last choice, so a listed
+	 * coding wins; named (or covered by "*"), its weight competes. */
+	wid = id >= 0 ? id : star >= 0 ? star : 0;
+	if (wbr > 0 && wbr >= wid && wbr >= wgz)
+		order[cnt++] = HTTP_CE_BR;
+	if (wgz > 0 && wgz >= wid)
+		order[cnt++] = HTTP_CE_GZIP;
+	if (wbr > 0 && wbr >= wid && wbr < wgz)
+		order[cnt++] = HTTP_CE_BR;
+	return cnt;
 }
 
 bool http_etag_match(const char *list, size_t n, const char *etag)

@@ -40,6 +40,7 @@ struct http_request {
 	struct http_str user_agent;
 	struct http_str referer;
 	struct http_str host;
+	struct http_str accept_encoding; /* n == 0: absent or empty (identity only) */
 };
 
 /*
@@ -75,6 +76,19 @@ time_t http_parse_date(const char *s, size_t n);
 
 /* Does an If-None-Match list match the strong etag (quoted)? */
 bool http_etag_match(const char *list, size_t n, const char *etag);
+
+/*
+ * Which content coding to answer with, from an Accept-Encoding value
+ * (RFC 9110 12.5.3) and the codings on offer (HTTP_CE_* bits). Returns the
+ * offered codings the client accepts, best first, in order[] (at most 2)
+ * and their count; 0 means identity. A coding's weight is its own q, else
+ * that of "*", else 0; q=0 refuses it. Equal weights prefer br to gzip.
+ * A coding is only chosen over identity when identity's weight (its own,
+ * else "*", else 1 but ranked below any listed coding) is not higher.
+ * "x-gzip" counts as gzip. Malformed elements are skipped.
+ */
+enum { HTTP_CE_BR = 1, HTTP_CE_GZIP = 2 };
+int http_accept_encoding(const char *v, size_t n, unsigned offered, unsigned order[2]);
 
 /* Content-Type by file name extension; "application/octet-stream" default. */
 const char *http_mime_type(const char *path);

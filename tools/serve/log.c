@@ -121,6 +121,12 @@ size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
 	o = put(out, lim, o, "\" \"");
 	o = put_escaped(out, lim - 160, o, rq ? rq->user_agent.p : NULL, rq ? rq->user_agent.n : 0);
 	o = put(out, lim, o, "\" ");
+	if (rq && rq->host.n) {
+		/* Which site was asked for (Host / :authority), as sent. */
+		o = put(out, lim, o, "host=");
+		o = put_escaped(out, lim - 128, o, rq->host.p, rq->host.n);
+		o = put(out, lim, o, " ");
+	}
 	if (a->stream_id) {
 		/* HTTP/2: which stream of the connection (the TLS fields stay
 		 * last, where log readers find them). */

@@ -8,6 +8,7 @@
  * accepting and give transfers --shutdown-timeout to finish.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -241,6 +242,10 @@ static void banner(struct server *srv, const char *root_abs)
 		url_of(&c->listen[i], "https", url, sizeof(url));
 		printf("  url: %s\n", url);
 	}
+	for (unsigned i = 0; i < c->nvhost; i++)
+		printf("  vhost: %s -> %s\n", srv->vhost[i].name, c->vhost[i].dir);
+	if (c->precompressed)
+		printf("  precompressed: FILE.br / FILE.gz when accepted and as new as FILE\n");
 	for (unsigned i = 0; i < c->nsite; i++)
 		printf("certificate: %s%s%s%s%s%s\n", c->site[i].cert,
 		       i ? "" : ", SHA-256 fingerprint ", i ? "" : srv->fingerprint,
@@ -457,6 +462,32 @@ static void setup_process(void)
 	raise_nofile();
 }
 
+/* --vhost roots: opened once, here, while still root (before --user), and
+ * kept for the life of the process, so a reload never needs rights the
+ * server gave up. */
+static int open_vhosts(struct server *srv)
+{
+	const struct serve_config *c = &srv->cfg;
+
+	for (unsigned i = 0; i < c->nvhost; i++) {
+		struct vhost *v = &srv->vhost[i];
+		int fd = open(c->vhost[i].dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0) {
+			fprintf(stderr, "kite-serve: --vhost %.*s: %s: %s\n", (int)c->vhost[i].name_len,
+				c->vhost[i].name, c->vhost[i].dir, strerror(errno));
+			return -EINVAL;
+		}
+		for (size_t k = 0; k < c->vhost[i].name_len; k++)
+			v->name[k] = (char)tolower((unsigned char)c->vhost[i].name[k]);
+		v->name[c->vhost[i].name_len] = 0;
+		v->root_fd = fd;
+		srv->rp.nvhost = i + 1;
+	}
+	srv->rp.vhost = srv->vhost;
+	return 0;
+}
+
 /* The root directory, the access log, the TLS context and the listeners:
  * everything that may need root, in that order. */
 static int open_everything(struct server *srv)
@@ -527,6 +558,14 @@ int main(int argc, char **argv)
 	}
 	root_abs = realpath(srv.cfg.root, NULL);
 	srv.rp.root_fd = srv.root_fd;
+	srv.rp.precompressed = srv.cfg.precompressed;
+	if (open_vhosts(&srv)) {
+		for (unsigned i = 0; i < srv.rp.nvhost; i++)
+			close(srv.vhost[i].root_fd);
+		close(srv.root_fd);
+		free(root_abs);
+		return 2;
+	}
 	srv.rp.server_name = "kite-serve";
 	srv.started_at = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv.mu, NULL);
@@ -558,6 +597,8 @@ out:
 	alog_close(&srv.log);
 	free(srv.workers);
 	free(root_abs);
+	for (unsigned i = 0; i < srv.rp.nvhost; i++)
+		close(srv.vhost[i].root_fd);
 	close(srv.root_fd);
 	return status;
 }

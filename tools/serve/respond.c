@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -216,14 +217,75 @@ void response_clear(struct response *res)
 	res->fd = -1;
 }
 
+int responder_root(const struct responder *rp, const char *host, size_t n)
+{
+	if (!rp->nvhost || !n)
+		return rp->root_fd;
+	if (host[0] == '[') {
+		/* An IPv6 literal: the name is everything up to ']'. */
+		const char *rb = memchr(host, ']', n);
+
+		if (rb)
+			n = (size_t)(rb - host) + 1;
+	} else {
+		const char *colon = memchr(host, ':', n);
+
+		if (colon)
+			n = (size_t)(colon - host);
+	}
+	if (n && host[n - 1] == '.')
+		n--; /* "example.com." names the same host */
+	for (unsigned i = 0; i < rp->nvhost; i++)
+		if (strlen(rp->vhost[i].name) == n && !strncasecmp(rp->vhost[i].name, host, n))
+			return rp->vhost[i].root_fd;
+	return rp->root_fd;
+}
+
+/*
+ * --precompressed: swap fd/st for the FILE.br or FILE.gz beside path that
+ * the client accepts and that is at least as new as FILE (an older one
+ * was left behind by an edit and would serve stale bytes). Returns the
+ * coding's name, or NULL to serve FILE itself. Never compresses anything.
+ */
+static const char *pick_encoded(int root, const char *path, const struct http_str *ae,
+				int *fd, struct stat *st)
+{
+	unsigned order[2];
+	int n = http_accept_encoding(ae->p, ae->n, HTTP_CE_BR | HTTP_CE_GZIP, order);
+
+	for (int i = 0; i < n; i++) {
+		const char *ext = order[i] == HTTP_CE_BR ? ".br" : ".gz";
+		char name[sizeof(((struct response *)0)->path) + 4];
+		struct stat est;
+		int efd;
+
+		snprintf(name, sizeof(name), "%s%s", path, ext);
+		efd = open_beneath(root, name, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+		if (efd < 0)
+			continue;
+		if (fstat(efd, &est) || !S_ISREG(est.st_mode) ||
+		    est.st_mtim.tv_sec < st->st_mtim.tv_sec ||
+		    (est.st_mtim.tv_sec == st->st_mtim.tv_sec && est.st_mtim.tv_nsec < st->st_mtim.tv_nsec)) {
+			close(efd);
+			continue;
+		}
+		close(*fd);
+		*fd = efd;
+		*st = est;
+		return order[i] == HTTP_CE_BR ? "br" : "gzip";
+	}
+	return NULL;
+}
+
 static void respond_to(const struct responder *rp, const struct http_request *req, int parse_status,
 		       time_t now, struct response *res)
 {
 	bool head = req && req->method == HTTP_HEAD;
-	char etag[64], lm[30];
+	char etag[80], lm[30], vary[80] = "";
+	const char *coding = NULL;
 	struct stat st;
 	uint64_t start_off = 0, len;
-	int fd, r, status = 200;
+	int fd, r, root, status = 200;
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
@@ -242,7 +304,8 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 		return;
 	}
 
-	fd = open_beneath(rp->root_fd, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	root = responder_root(rp, req->host.p, req->host.n);
+	fd = open_beneath(root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
 	if (fd >= 0 && fstat(fd, &st)) {
 		r = -errno;
 		close(fd);
@@ -295,10 +358,21 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 		return;
 	}
 
-	/* Strong validator: changes whenever the bytes can have changed. */
-	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"", (unsigned long long)st.st_ino,
+	if (rp->precompressed) {
+		coding = pick_encoded(root, res->path, &req->accept_encoding, &fd, &st);
+		/* Every file answer may differ by Accept-Encoding once siblings
+		 * can appear (a deploy adds them at any time): caches must key
+		 * on it, for the identity answer too. */
+		snprintf(vary, sizeof(vary), "Vary: Accept-Encoding\r\n");
+	}
+
+	/* Strong validator: changes whenever the bytes can have changed. An
+	 * encoded sibling is other bytes: its own file's validator, marked
+	 * with the coding so it never equals the identity one. */
+	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx%s%s\"", (unsigned long long)st.st_ino,
 		 (unsigned long long)st.st_size,
-		 (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec);
+		 (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
+		 coding ? "-" : "", coding ? coding : "");
 	http_date(st.st_mtim.tv_sec, lm);
 	len = (uint64_t)st.st_size;
 
@@ -308,7 +382,7 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 	      http_parse_date(req->if_modified_since.p, req->if_modified_since.n) >= st.st_mtim.tv_sec) {
 		close(fd);
 		start(rp, res, 304, now);
-		add(res, "ETag: %s\r\nLast-Modified: %s\r\n", etag, lm);
+		add(res, "ETag: %s\r\nLast-Modified: %s\r\n%s", etag, lm, vary);
 		finish(res);
 		return;
 	}
@@ -336,7 +410,10 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 	}
 	start(rp, res, status, now);
 	add(res, "Content-Type: %s\r\nContent-Length: %llu\r\nLast-Modified: %s\r\nETag: %s\r\n"
-		 "Accept-Ranges: bytes\r\n", http_mime_type(res->path), (unsigned long long)len, lm, etag);
+		 "Accept-Ranges: bytes\r\n%s", http_mime_type(res->path), (unsigned long long)len, lm, etag,
+	    vary);
+	if (coding)
+		add(res, "Content-Encoding: %s\r\n", coding);
 	if (status == 206)
 		add(res, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)start_off,
 		    (unsigned long long)(start_off + len - 1), (unsigned long long)st.st_size);

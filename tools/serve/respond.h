@@ -32,11 +32,24 @@ struct response {
 
 /* Serve files below root_fd (an O_PATH|O_DIRECTORY fd). Never escapes it:
  * opening uses openat2(RESOLVE_BENEATH), so symlinks pointing out are 403. */
+struct vhost {
+	char name[256];          /* lowercase, no port, no trailing dot */
+	int root_fd;             /* O_PATH|O_DIRECTORY, opened at start */
+};
+
 struct responder {
-	int root_fd;
+	int root_fd;             /* requests for no configured vhost */
 	const char *server_name; /* "kite" */
 	const char *hsts;        /* NULL or a whole "Strict-Transport-Security: ...\r\n" */
+	const struct vhost *vhost; /* by Host / :authority; may be NULL */
+	unsigned nvhost;
+	bool precompressed;      /* serve FILE.br / FILE.gz beside FILE when accepted */
 };
+
+/* The root for a Host value ("Example.COM:8443", "[::1]:443"): the vhost
+ * of that name (port and a trailing dot ignored, case-insensitive), else
+ * rp->root_fd. */
+int responder_root(const struct responder *rp, const char *host, size_t n);
 
 /* Fill *res for req (parsed, status 0) or for a parse error (status < 0,
  * req may be NULL). Always produces a response; res->fd must be closed

@@ -23,6 +23,7 @@
 #define SERVE_MAX_LISTEN 8
 #define SERVE_MAX_THREADS 256
 #define SERVE_MAX_SITES 16
+#define SERVE_MAX_VHOSTS 16
 
 struct serve_addr {
 	char host[64];     /* numeric, no brackets */
@@ -35,8 +36,17 @@ struct serve_site {
 	const char *cert, *key, *ocsp;
 };
 
+/* One --vhost NAME=DIR. */
+struct serve_vhost {
+	const char *name, *dir; /* dir points into the argument */
+	size_t name_len;
+};
+
 struct serve_config {
 	const char *root;
+	struct serve_vhost vhost[SERVE_MAX_VHOSTS];
+	unsigned nvhost;
+	bool precompressed;      /* --precompressed: FILE.br / FILE.gz beside FILE */
 	struct serve_addr listen[SERVE_MAX_LISTEN];
 	unsigned nlisten;
 	struct serve_addr metrics;
@@ -177,6 +187,7 @@ struct worker {
 struct server {
 	struct serve_config cfg;
 	int root_fd;
+	struct vhost vhost[SERVE_MAX_VHOSTS]; /* --vhost roots, opened before --user */
 	struct responder rp;
 	struct access_log log;
 	struct iplimit ipl;
