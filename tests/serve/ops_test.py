@@ -25,6 +25,15 @@ Groups (each starts its own kite-serve processes, see serve_test.py):
   ciphers   the server's cipher order: a client that prefers ChaCha20 gets
             the server's first choice (AES-GCM on a CPU with AES), TLS 1.2
             and 1.3; --priority overrides it
+  precompressed  --precompressed: FILE.br / FILE.gz chosen by Accept-Encoding
+            (q-values, "*", identity) checked byte for byte, Range and 304 on
+            the encoded bytes and ETag, a stale sibling and siblings leaving
+            the root never sent, curl --compressed over HTTP/1.1 and HTTP/2
+  vhost     --vhost roots by Host / :authority with and without SNI (Host
+            decides), other names and no Host get --root, escapes out of a
+            site refused, host= in the access log, the same after SIGHUP;
+            as root with --user nobody and site directories only the
+            descriptors opened before the drop can reach
 
 With KITE_REQUIRE_KTLS=1 (inside UML) every access log line must say
 ktls=tx+rx. Exit status: 0 pass, 1 fail, 77 skip.
@@ -44,8 +53,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serve_test as st  # noqa: E402
-from serve_test import (Fail, Server, WAIT, check, check_ktls, connect, expect, parse,  # noqa: E402
-                        read_all, req, tls_ctx, tool_env)
+from serve_test import (Fail, Server, WAIT, ask, check, check_ktls, connect, expect,  # noqa: E402
+                        parse, read_all, req, tls_ctx, tool_env)
 
 
 def run(argv, **kw):
@@ -475,8 +484,291 @@ def group_ciphers(t):
     srv.stop()
 
 
+# ---------------------------------------------------------------- group: precompressed
+
+
+def brotli_stored(data):
+    """A valid brotli stream holding data uncompressed (RFC 7932 9.2: one
+    uncompressed meta-block per 64 KiB, then an empty last one), so curl's
+    decoder can check what it gets without a brotli encoder here."""
+    out, first = bytearray(), True
+    for i in range(0, len(data), 1 << 16):
+        chunk = data[i:i + (1 << 16)]
+        # [WBITS=16: 1 bit 0] ISLAST=0, MNIBBLES=4 (00), MLEN-1 (16 bits), ISUNCOMPRESSED=1
+        bits, n = (0 << 0) | ((len(chunk) - 1) << 3) | (1 << 19), 20
+        if first:
+            bits, n, first = bits << 1, n + 1, False
+        out += bits.to_bytes((n + 7) // 8, "little")
+        out += chunk
+    out.append(0x03 if not first else 0x06)  # ISLAST=1, ISLASTEMPTY=1 (after WBITS if empty)
+    return bytes(out)
+
+
+def curl_get(srv, url_path, extra, host="localhost"):
+    """curl (HTTP/1.1 unless extra says otherwise): (status, headers, body)."""
+    hdrs = os.path.join(srv.dir, "curl-headers")
+    p = subprocess.run(["curl", "-sS", "-k", "-D", hdrs, "-o", "-", "--resolve",
+                        "%s:%d:%s" % (host, srv.port, srv.host),
+                        "https://%s:%d%s" % (host, srv.port, url_path)] + extra,
+                       capture_output=True, timeout=WAIT * 2, env=tool_env())
+    check(p.returncode == 0, "curl %s %s: %s" % (url_path, extra, p.stderr[-300:]))
+    with open(hdrs, "rb") as f:
+        blocks = f.read().decode("latin-1").strip().split("\r\n\r\n")
+    lines = blocks[-1].split("\r\n")
+    status = int(lines[0].split()[1])
+    hdr = {}
+    for ln in lines[1:]:
+        k, v = ln.split(":", 1)
+        hdr[k.strip().lower()] = v.strip()
+    return status, hdr, p.stdout
+
+
+def group_precompressed(t):
+    import gzip
+    root = os.path.join(t.tmp, "pc-root")
+    os.makedirs(os.path.join(root, "docs"))
+    text = b"".join(b"line %06d of a page that compresses well\n" % i for i in range(3000))
+
+    def put(rel, content, mtime=None):
+        path = os.path.join(root, rel)
+        with open(path, "wb") as f:
+            f.write(content)
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return content
+
+    now = int(time.time())
+    put("page.html", text, now - 100)
+    gz = put("page.html.gz", gzip.compress(text, 9, mtime=0), now - 100)   # as new: served
+    br = put("page.html.br", brotli_stored(text), now - 50)                # newer: served
+    put("app.js", text[:5000], now - 100)
+    gz_js = put("app.js.gz", gzip.compress(text[:5000], mtime=0), now - 99)
+    put("stale.css", b"body { color: red }\n", now - 10)
+    put("stale.css.gz", gzip.compress(b"body { color: blue }\n", mtime=0), now - 20)  # older
+    put("docs/index.html", b"<p>docs</p>\n" * 100, now - 100)
+    gz_idx = put("docs/index.html.gz", gzip.compress(b"<p>docs</p>\n" * 100, mtime=0), now)
+    put("out.txt", b"inside\n", now - 100)
+    secret = os.path.join(t.tmp, "pc-secret.gz")
+    with open(secret, "wb") as f:
+        f.write(st.MARK)
+    os.symlink(secret, os.path.join(root, "out.txt.gz"))        # a sibling leaving the root
+    os.symlink("../pc-secret.gz", os.path.join(root, "out.txt.br"))
+
+    srv = Server(t, "precompressed", ["--precompressed"], root=root)
+    check("precompressed" in srv.banner, "banner: %s" % srv.banner)
+
+    def one(path, headers=(), method="GET"):
+        r = ask(srv, req(method, path, headers), [method])
+        check(len(r) == 1, "%s %s: %d responses" % (method, path, len(r)))
+        check(st.MARK not in r[0][2], "%s %s leaked a file outside the root" % (path, headers))
+        return r[0]
+
+    # Explicit headers: which file, byte for byte, with which fields.
+    s, h, b = one("/page.html")
+    check(s == 200 and b == text and "content-encoding" not in h and
+          h.get("vary") == "Accept-Encoding", "no Accept-Encoding: %d %s" % (s, h))
+    id_etag = h["etag"]
+    for ae, want, coding in (("gzip", gz, "gzip"), ("br", br, "br"), ("gzip, br", br, "br"),
+                             ("br;q=0.5, gzip", gz, "gzip"), ("br;q=0, gzip;q=0.1", gz, "gzip"),
+                             ("*", br, "br"), ("*;q=0.2, br;q=0", gz, "gzip"),
+                             ("identity", text, None), ("gzip;q=0, br;q=0", text, None),
+                             ("identity;q=1, gzip;q=0.5", text, None), ("deflate", text, None),
+                             ("*;q=0", text, None)):
+        s, h, b = one("/page.html", [("Accept-Encoding", ae)])
+        check(s == 200 and b == want and h.get("content-encoding") == coding and
+              int(h["content-length"]) == len(want) and h.get("vary") == "Accept-Encoding" and
+              h.get("content-type", "").startswith("text/html"),
+              "Accept-Encoding %r: %d %s, %d bytes" % (ae, s, h, len(b)))
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip")])
+    gz_etag = h["etag"]
+    s, h, b = one("/page.html", [("Accept-Encoding", "br")])
+    br_etag = h["etag"]
+    check(len({id_etag, gz_etag, br_etag}) == 3, "ETags not distinct: %s %s %s" %
+          (id_etag, gz_etag, br_etag))
+    # Range on the encoded bytes, byte for byte; If-Range with its ETag.
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip"), ("Range", "bytes=100-4195")])
+    check(s == 206 and b == gz[100:4196] and
+          h.get("content-range") == "bytes 100-4195/%d" % len(gz) and
+          h.get("content-encoding") == "gzip", "gzip range: %d %s" % (s, h))
+    s, h, b = one("/page.html", [("Accept-Encoding", "br"), ("Range", "bytes=-77"),
+                                 ("If-Range", br_etag)])
+    check(s == 206 and b == br[-77:], "br suffix range with If-Range: %d %s" % (s, h))
+    s, h, b = one("/page.html", [("Accept-Encoding", "br"), ("Range", "bytes=0-9"),
+                                 ("If-Range", gz_etag)])
+    check(s == 200 and b == br, "If-Range with the gzip ETag on br: %d" % s)
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip"), ("Range", "bytes=%d-" % len(gz))])
+    check(s == 416 and h.get("content-range") == "bytes */%d" % len(gz), "416: %d %s" % (s, h))
+    # Conditionals on the encoded ETag.
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip"), ("If-None-Match", gz_etag)])
+    check(s == 304 and not b and h.get("etag") == gz_etag and h.get("vary") == "Accept-Encoding",
+          "304 on the gzip ETag: %d %s" % (s, h))
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip"), ("If-None-Match", id_etag)])
+    check(s == 200 and b == gz, "identity ETag does not validate the gzip answer: %d" % s)
+    s, h, b = one("/page.html", [("If-None-Match", gz_etag)])
+    check(s == 200 and b == text, "gzip ETag does not validate the identity answer: %d" % s)
+    s, h, b = one("/page.html", [("Accept-Encoding", "gzip")], method="HEAD")
+    check(s == 200 and not b and int(h["content-length"]) == len(gz) and
+          h.get("content-encoding") == "gzip", "HEAD gzip: %s" % h)
+    # A stale sibling is never sent; a directory index has its own.
+    s, h, b = one("/stale.css", [("Accept-Encoding", "gzip")])
+    check(s == 200 and b == b"body { color: red }\n" and "content-encoding" not in h,
+          "stale .gz served: %s %r" % (h, b))
+    s, h, b = one("/docs/", [("Accept-Encoding", "gzip")])
+    check(s == 200 and b == gz_idx and h.get("content-encoding") == "gzip", "index.html.gz")
+    s, h, b = one("/app.js", [("Accept-Encoding", "gzip, br")])
+    check(b == gz_js and h.get("content-encoding") == "gzip", "only .gz exists: %s" % h)
+    # Siblings that leave the root are refused like any file outside it.
+    for ae in ("gzip", "br", "br, gzip"):
+        s, h, b = one("/out.txt", [("Accept-Encoding", ae)])
+        check(s == 200 and b == b"inside\n" and "content-encoding" not in h,
+              "escaping sibling %s: %d %s %r" % (ae, s, h, b[:40]))
+    s, h, b = one("/out.txt.gz")
+    check(s == 403, "the escaping sibling by name: %d" % s)
+
+    if st.need("curl"):
+        # curl decodes what it gets: the bytes after decoding are FILE's.
+        for extra, coding in ((["--compressed"], "br"),
+                              (["--compressed", "-H", "Accept-Encoding: gzip"], "gzip"),
+                              (["--http2", "--compressed"], "br")):
+            s, h, b = curl_get(srv, "/page.html", extra)
+            check(s == 200 and h.get("content-encoding") == coding and b == text,
+                  "curl %s: %d %s, %d bytes" % (extra, s, h, len(b)))
+        # Raw encoded bytes (no decoding), HTTP/1.1 and HTTP/2, whole and ranged.
+        for ver in ("--http1.1", "--http2"):
+            s, h, b = curl_get(srv, "/page.html", [ver, "-H", "Accept-Encoding: gzip"])
+            check(s == 200 and b == gz, "curl %s raw gzip: %d, %d bytes" % (ver, s, len(b)))
+            s, h, b = curl_get(srv, "/page.html", [ver, "-H", "Accept-Encoding: br",
+                                                   "-r", "1000-30999"])
+            check(s == 206 and b == br[1000:31000] and
+                  h.get("content-range") == "bytes 1000-30999/%d" % len(br),
+                  "curl %s br range: %d %s" % (ver, s, h))
+            s, h, b = curl_get(srv, "/page.html", [ver, "-H", "Accept-Encoding: gzip",
+                                                   "-H", "If-None-Match: " + gz_etag])
+            check(s == 304 and not b, "curl %s 304: %d" % (ver, s))
+    lines = srv.wait_log(10)
+    check_ktls(srv, lines)
+    check(srv.stop() == 0, "exit status")
+
+    # Without the flag the siblings are ordinary files, never substituted.
+    off = Server(t, "precompressed-off", [], root=root)
+    s, h, b = ask(off, req("GET", "/page.html", [("Accept-Encoding", "gzip, br")]))[0]
+    check(s == 200 and b == text and "content-encoding" not in h and "vary" not in h,
+          "without --precompressed: %s" % h)
+    check(off.stop() == 0, "exit status")
+
+
+# ---------------------------------------------------------------- group: vhost
+
+
+def group_vhost(t):
+    base = os.path.join(t.tmp, "vh")
+    sites = {}
+    for name in ("default", "a", "b"):
+        d = os.path.join(base, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "who.txt"), "wb") as f:
+            f.write(b"site %s\n" % name.encode())
+        with open(os.path.join(d, "only-%s.txt" % name), "wb") as f:
+            f.write(name.encode())
+        sites[name] = d
+    with open(os.path.join(base, "secret.txt"), "wb") as f:
+        f.write(st.MARK)
+    a = sites["a"]
+    os.symlink("../b/who.txt", os.path.join(a, "to-b"))          # into another site: outside
+    os.symlink("../secret.txt", os.path.join(a, "to-secret"))
+    os.symlink(os.path.join(base, "secret.txt"), os.path.join(a, "to-secret-abs"))
+    os.symlink("/etc", os.path.join(a, "etc"))
+    os.symlink("who.txt", os.path.join(a, "same"))               # inside: fine
+    args = ["--vhost", "a.test=" + a, "--vhost", "B.Test=" + sites["b"]]
+    user = os.geteuid() == 0
+    if user:
+        # The site directories are reachable only through the descriptors
+        # opened before the drop: their parent is root's alone.
+        os.chmod(base, 0o700)
+        os.chmod(t.tmp, 0o755)
+        args += ["--user", "nobody:nogroup"]
+    srv = Server(t, "vhost", args, root=sites["default"])
+    check(srv.banner.count("vhost: ") == 2, "banner: %s" % srv.banner)
+    if user:
+        check(proc_status(srv.p.pid)["Uid"] == ["65534"] * 4, "not dropped to nobody")
+        os.chown(srv.log, 65534, 65534)  # so that SIGHUP can reopen it as nobody
+
+    def host_get(host, path="/who.txt", ctx=None, server_hostname=None):
+        raw = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)
+        s = socket.create_connection((srv.host, srv.port), timeout=WAIT)
+        s = (ctx or tls_ctx()).wrap_socket(s, server_hostname=server_hostname)
+        try:
+            s.sendall(raw.encode())
+            r = parse(read_all(s))
+        finally:
+            s.close()
+        check(len(r) == 1, "Host %s: %d responses" % (host, len(r)))
+        check(st.MARK not in r[0][2], "Host %s %s leaked the secret" % (host, path))
+        return r[0]
+
+    def check_sites(when):
+        for host, sni, want in (("a.test", None, b"site a\n"), ("A.TEST:%d" % srv.port, None, b"site a\n"),
+                                ("a.test.", "a.test", b"site a\n"), ("b.test", "b.test", b"site b\n"),
+                                ("b.test", "a.test", b"site b\n"),   # Host picks the root, not SNI
+                                ("a.test", "c.test", b"site a\n"),
+                                ("c.test", "c.test", b"site default\n"),
+                                ("localhost", None, b"site default\n"),
+                                ("127.0.0.1:%d" % srv.port, None, b"site default\n")):
+            s, h, b = host_get(host, server_hostname=sni)
+            check(s == 200 and b == want, "%s: Host %s SNI %s: %d %r, want %r" %
+                  (when, host, sni, s, b, want))
+        check(host_get("a.test", "/only-a.txt")[0] == 200, "a's own file")
+        check(host_get("a.test", "/only-default.txt")[0] == 404, "default root's file under a")
+        check(host_get("c.test", "/only-a.txt")[0] == 404, "a's file under another name")
+        check(host_get("b.test", "/only-a.txt")[0] == 404, "a's file under b")
+        # Ways out of a.test's root.
+        for path, ok in (("/to-b", 403), ("/to-secret", 403), ("/to-secret-abs", 403),
+                         ("/etc/passwd", 403), ("/../b/who.txt", 400), ("/%2e%2e/secret.txt", 400),
+                         ("/same", 200), ("http://b.test/../who.txt", 400)):
+            s, h, b = host_get("a.test", path)
+            check(s == ok, "%s: a.test %s: %d, want %d" % (when, path, s, ok))
+        # HTTP/1.0 without Host: the default root.
+        s_ = connect(srv)
+        s_.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+        r = parse(read_all(s_))
+        s_.close()
+        check(r[0][2] == b"site default\n", "%s: no Host: %r" % (when, r[0][2]))
+        if st.need("curl"):
+            for extra in (["--http1.1"], ["--http2"]):
+                for name, want in (("a.test", b"site a\n"), ("b.test", b"site b\n"),
+                                   ("other.test", b"site default\n")):
+                    s, h, b = curl_get(srv, "/who.txt", extra, host=name)
+                    check(s == 200 and b == want, "%s: curl %s %s: %d %r" %
+                          (when, extra, name, s, b))
+            # No SNI at all (an address in the URL), the name only in Host.
+            p = subprocess.run(["curl", "-sSk", "-H", "Host: b.test", "--http2",
+                                "https://%s:%d/who.txt" % (srv.host, srv.port)],
+                               capture_output=True, timeout=WAIT, env=tool_env())
+            check(p.stdout == b"site b\n", "%s: curl h2 Host without SNI: %r" % (when, p.stdout))
+
+    check_sites("start")
+    srv.send_signal(signal.SIGHUP)
+    st.wait_reloaded(srv, 1)
+    check_sites("after SIGHUP")
+    lines = srv.log_lines()
+    check(any(" host=a.test " in ln for ln in lines) and any(" host=b.test " in ln for ln in lines)
+          and any(" host=c.test " in ln for ln in lines), "no host= in the log: %s" % lines[:3])
+    check(any(re.search(r" host=a\.test:%d stream=\d+ " % srv.port, ln) for ln in lines)
+          or not shutil.which("curl"), "HTTP/2 lines lack the host")
+    check_ktls(srv, lines)
+    check(srv.stop() == 0, "exit status")
+    for bad in (["--vhost", "a.test"], ["--vhost", "=" + a], ["--vhost", "a.test="],
+                ["--vhost", "a.test=" + os.path.join(base, "nonexistent")],
+                ["--vhost", "a.test=" + a, "--vhost", "A.TEST=" + a],
+                ["--vhost", "a b=" + a]):
+        p = run([t.kite_serve, "--listen", "127.0.0.1:0"] + bad)
+        check(p.returncode == 2 and "--vhost" in p.stderr, "%s: exit %d %r" %
+              (bad, p.returncode, p.stderr))
+
+
 GROUPS = {"user": group_user, "systemd": group_systemd, "redirect": group_redirect,
-          "sites": group_sites, "ciphers": group_ciphers}
+          "sites": group_sites, "ciphers": group_ciphers, "precompressed": group_precompressed,
+          "vhost": group_vhost}
 
 
 def main():

@@ -25,8 +25,8 @@ struct pending_log {
 	uint64_t body_at, end;      /* the body's bytes in the stream: [body_at, end) */
 	int status;
 	time_t when;
-	size_t line_len, ref_len, ua_len;
-	char text[];                /* request line, Referer, User-Agent */
+	size_t line_len, ref_len, ua_len, host_len;
+	char text[];                /* request line, Referer, User-Agent, Host */
 };
 
 struct conn {
@@ -119,6 +119,7 @@ static void flush_log(struct conn *c, bool ended)
 		struct http_request rq = {
 			.referer = {p->text + p->line_len, p->ref_len},
 			.user_agent = {p->text + p->line_len + p->ref_len, p->ua_len},
+			.host = {p->text + p->line_len + p->ref_len + p->ua_len, p->host_len},
 		};
 		struct sess_answer a = {.req = &rq, .line = p->text, .line_len = p->line_len,
 					.status = p->status, .when = p->when};
@@ -139,6 +140,7 @@ static void t_answered(void *t, const struct sess_answer *a)
 	struct worker *w = c->w;
 	const struct http_request *rq = a->req;
 	size_t rl = rq ? rq->referer.n : 0, ul = rq ? rq->user_agent.n : 0;
+	size_t hl = rq ? rq->host.n : 0;
 	struct pending_log *p;
 	uint64_t start = c->answered_end;
 
@@ -157,7 +159,7 @@ static void t_answered(void *t, const struct sess_answer *a)
 		return;
 	/* The request's strings live in the session's buffer only until the
 	 * next request: keep copies for the line. */
-	p = malloc(sizeof(*p) + a->line_len + rl + ul);
+	p = malloc(sizeof(*p) + a->line_len + rl + ul + hl);
 	if (!p) {
 		log_line(c, a); /* as queued */
 		return;
@@ -171,11 +173,14 @@ static void t_answered(void *t, const struct sess_answer *a)
 	p->line_len = a->line_len;
 	p->ref_len = rl;
 	p->ua_len = ul;
+	p->host_len = hl;
 	memcpy(p->text, a->line, a->line_len);
 	if (rl)
 		memcpy(p->text + a->line_len, rq->referer.p, rl);
 	if (ul)
 		memcpy(p->text + a->line_len + rl, rq->user_agent.p, ul);
+	if (hl)
+		memcpy(p->text + a->line_len + rl + ul, rq->host.p, hl);
 	*c->plog_tail = p;
 	c->plog_tail = &p->next;
 }
