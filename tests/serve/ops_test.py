@@ -523,8 +523,19 @@ def curl_get(srv, url_path, extra, host="localhost"):
     return status, hdr, p.stdout
 
 
+def tls_tx_sw():
+    """TlsTxSw from /proc/net/tls_stat (sockets the kernel encrypted for), or None."""
+    try:
+        with open("/proc/net/tls_stat") as f:
+            m = re.search(r"^TlsTxSw\s+(\d+)", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
 def group_precompressed(t):
     import gzip
+    tx_before = tls_tx_sw()
     root = os.path.join(t.tmp, "pc-root")
     os.makedirs(os.path.join(root, "docs"))
     text = b"".join(b"line %06d of a page that compresses well\n" % i for i in range(3000))
@@ -647,6 +658,11 @@ def group_precompressed(t):
             check(s == 304 and not b, "curl %s 304: %d" % (ver, s))
     lines = srv.wait_log(10)
     check_ktls(srv, lines)
+    if st.REQUIRE_KTLS:
+        # The encoded files went out through the kernel's TLS: one
+        # offloaded socket per connection above.
+        check(tls_tx_sw() - tx_before >= len(lines) // 2,
+              "TlsTxSw moved %d for %d requests" % (tls_tx_sw() - tx_before, len(lines)))
     check(srv.stop() == 0, "exit status")
 
     # Without the flag the siblings are ordinary files, never substituted.
