@@ -108,6 +108,13 @@ static void log_line(void)
 			      "TLS1.3 AES-128-GCM ktls=tx+rx resumed=0\n"), "got: %s", out);
 	t_assert(!memchr(out, '\n', n - 1), "a newline from the client would forge a line");
 
+	/* The host asked for, escaped like every client field, before the TLS fields. */
+	req.host = (struct http_str){"a.test:8443\"x", 13};
+	n = alog_format(out, sizeof(out), &e);
+	t_assert(strstr(out, "\"evil\\x22\\x0a\\x01ua\" host=a.test:8443\\x22x TLS1.3 AES-128-GCM "),
+		 "host: %s", out);
+	req.host = (struct http_str){NULL, 0};
+
 	/* No request (a 503 at connect): dashes; no body: "-". */
 	a.req = NULL;
 	a.line = "";

@@ -48,6 +48,7 @@ struct h2stream {
 	size_t list_bytes;               /* decoded header list, RFC 9113 6.5.2 sizes */
 	struct { uint32_t off, len; bool set; } f[HF_COUNT];
 	bool has_body, too_big, answered;
+	bool ae_split;                   /* accept-encoding came twice */
 	struct response res;
 	char status[4];
 	nghttp2_nv nv[NV_MAX];
@@ -272,8 +273,13 @@ static void keep(struct h2stream *st, enum hfield f, const uint8_t *v, size_t n)
 	size_t cap = st->hb_cap;
 	char *p;
 
-	if (st->f[f].set)
-		return; /* the first one counts, as in HTTP/1.1 */
+	if (st->f[f].set) {
+		/* Accept-Encoding split over two fields is one list: identity,
+		 * as in HTTP/1.1 (http.c). Otherwise the first one counts. */
+		if (f == HF_AE)
+			st->ae_split = true;
+		return;
+	}
 	if (st->hb_len + n > cap) {
 		cap = cap ? cap : 256;
 		while (cap < st->hb_len + n)
@@ -322,7 +328,7 @@ static void build_request(const struct h2stream *st, struct http_request *req)
 	req->if_range = field(st, HF_IFRANGE);
 	req->user_agent = field(st, HF_UA);
 	req->referer = field(st, HF_REFERER);
-	req->accept_encoding = field(st, HF_AE);
+	req->accept_encoding = st->ae_split ? (struct http_str){"identity", 8} : field(st, HF_AE);
 }
 
 static void nv_add(struct h2stream *st, const char *n, size_t nl, const char *v, size_t vl)

@@ -140,7 +140,10 @@ static int parse_header(const char *p, size_t n, struct http_request *req, bool 
 	} else if (str_ieq(name, "if-range")) {
 		req->if_range = v;
 	} else if (str_ieq(name, "accept-encoding")) {
-		req->accept_encoding = v;
+		/* Two fields make one list (RFC 9110 5.3) that the parser
+		 * cannot join without copying: a coding one of them refuses
+		 * must not be chosen from the other, so answer with identity. */
+		req->accept_encoding = req->accept_encoding.p ? (struct http_str){"identity", 8} : v;
 	} else if (str_ieq(name, "user-agent")) {
 		req->user_agent = v;
 	} else if (str_ieq(name, "referer")) {
