@@ -287,6 +287,16 @@ static void vhosts(struct responder *rp)
 	ask(rp, "GET /hello.txt HTTP/1.1\r\nHost: a.test\r\n\r\n", &res);
 	t_assert(res.status == 404, "default root's file under a.test: %d", res.status);
 	response_clear(&res);
+	/* absolute-form: the target's authority, not Host, names the site. */
+	ask(rp, "GET https://a.test:8443/who.txt HTTP/1.1\r\nHost: other.test\r\n\r\n", &res);
+	t_assert(res.status == 200 && res.length == 5, "absolute-form a.test: %d", res.status);
+	response_clear(&res);
+	ask(rp, "GET http://u:p@A.test/who.txt HTTP/1.1\r\nHost: other.test\r\n\r\n", &res);
+	t_assert(res.status == 200 && res.length == 5, "absolute-form with userinfo: %d", res.status);
+	response_clear(&res);
+	ask(rp, "GET http://other.test/hello.txt HTTP/1.1\r\nHost: a.test\r\n\r\n", &res);
+	t_assert(res.status == 200 && res.length == 13, "absolute-form other name: %d", res.status);
+	response_clear(&res);
 	ask(rp, "GET /back HTTP/1.1\r\nHost: a.test\r\n\r\n", &res);
 	t_assert(res.status == 403, "symlink out of a.test: %d", res.status);
 	response_clear(&res);

@@ -241,6 +241,32 @@ int responder_root(const struct responder *rp, const char *host, size_t n)
 	return rp->root_fd;
 }
 
+/* The name a request is for: in absolute-form the target's authority,
+ * which a server must use in place of Host (RFC 9112 3.2.2); else Host
+ * (HTTP/2: :authority). */
+static struct http_str request_host(const struct http_request *req)
+{
+	const char *t = req->target.p;
+	size_t n = req->target.n, k;
+
+	for (const char *const *sc = (const char *const[]){"http://", "https://", NULL}; *sc; sc++) {
+		k = strlen(*sc);
+		if (n > k && !strncasecmp(t, *sc, k)) {
+			size_t e = k;
+
+			while (e < n && t[e] != '/' && t[e] != '?' && t[e] != '#')
+				e++;
+			for (size_t a = e; a > k; a--)
+				if (t[a - 1] == '@') { /* userinfo@host */
+					k = a;
+					break;
+				}
+			return (struct http_str){t + k, e - k};
+		}
+	}
+	return req->host;
+}
+
 /*
  * --precompressed: swap fd/st for the FILE.br or FILE.gz beside path that
  * the client accepts and that is at least as new as FILE (an older one
@@ -304,7 +330,11 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 		return;
 	}
 
-	root = responder_root(rp, req->host.p, req->host.n);
+	{
+		struct http_str h = request_host(req);
+
+		root = responder_root(rp, h.p, h.n);
+	}
 	fd = open_beneath(root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
 	if (fd >= 0 && fstat(fd, &st)) {
 		r = -errno;
