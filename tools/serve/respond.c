@@ -303,6 +303,164 @@ static const char *pick_encoded(int root, const char *path, const struct http_st
 	return NULL;
 }
 
+/* Why a file could not be opened, as the status its client gets. */
+static const struct {
+	int err, status;
+} open_errors[] = {
+	{ENOENT, 404}, {ENOTDIR, 404},
+	{EACCES, 403}, {EPERM, 403}, {EXDEV, 403}, {ELOOP, 403}, {ENAMETOOLONG, 403},
+	/* Out of descriptors or memory: the server is overloaded for now,
+	 * the file is fine (503, try again shortly). */
+	{EMFILE, 503}, {ENFILE, 503}, {ENOMEM, 503},
+};
+
+static int open_error_status(int err)
+{
+	for (size_t i = 0; i < sizeof(open_errors) / sizeof(open_errors[0]); i++)
+		if (open_errors[i].err == -err)
+			return open_errors[i].status;
+	return 500;
+}
+
+/* st of an open fd: fd itself, or -errno with fd closed (a negative fd is
+ * passed through). */
+static int fd_stat(int fd, struct stat *st)
+{
+	int r;
+
+	if (fd < 0 || !fstat(fd, st))
+		return fd;
+	r = -errno;
+	close(fd);
+	return r;
+}
+
+/* A directory's index.html in place of dfd (closed here), its name added to
+ * res->path. The file's fd, or -errno: a missing index is -EACCES, since
+ * kite-serve lists no directories. */
+static int open_index(int dfd, struct response *res, struct stat *st)
+{
+	int fd = openat(dfd, "index.html", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+
+	fd = fd < 0 ? (errno == ENOENT ? -EACCES : -errno) : fd_stat(fd, st);
+	close(dfd);
+	snprintf(res->path + strlen(res->path), sizeof(res->path) - strlen(res->path),
+		 "%sindex.html", res->path[0] ? "/" : "");
+	return fd;
+}
+
+/* The request target up to its query: what a trailing-slash redirect echoes. */
+static size_t target_path_len(const struct http_request *req)
+{
+	const char *q = memchr(req->target.p, '?', req->target.n);
+
+	return q ? (size_t)(q - req->target.p) : req->target.n;
+}
+
+/* Open the regular file res->path names under the request's site root (a
+ * directory's index.html); fd, st and root are its. false when res holds
+ * the answer already: a redirect to the directory's slash form, or an error. */
+static bool open_target(const struct responder *rp, const struct http_request *req, bool head,
+			time_t now, struct response *res, int *root, int *fdp, struct stat *st)
+{
+	struct http_str h = request_host(req);
+	int fd, status;
+
+	*root = responder_root(rp, h.p, h.n);
+	fd = fd_stat(open_beneath(*root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK), st);
+	if (fd >= 0 && S_ISDIR(st->st_mode)) {
+		size_t tl = target_path_len(req);
+
+		if (!tl || req->target.p[tl - 1] != '/') {
+			/* Relative links in the index need the trailing slash. */
+			close(fd);
+			start(rp, res, 301, now);
+			add(res, "Location: %.*s/\r\nContent-Length: 0\r\n", (int)tl, req->target.p);
+			finish(res);
+			return false;
+		}
+		fd = open_index(fd, res, st);
+	}
+	if (fd < 0) {
+		status = open_error_status(fd);
+		error_response(rp, res, status, head, now, status == 503 ? "Retry-After: 1\r\n" : NULL);
+		return false;
+	}
+	if (!S_ISREG(st->st_mode)) { /* st: of the file fd holds (index.html for a directory) */
+		close(fd);
+		error_response(rp, res, 403, head, now, NULL);
+		return false;
+	}
+	*fdp = fd;
+	return true;
+}
+
+/* Strong validator: changes whenever the bytes can have changed. An
+ * encoded sibling is other bytes: its own file's validator, marked with the
+ * coding so it never equals the identity one. */
+static void make_etag(char *etag, size_t cap, const struct stat *st, const char *coding)
+{
+	snprintf(etag, cap, "\"%llx-%llx-%llx%s%s\"", (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size,
+		 (unsigned long long)st->st_mtim.tv_sec * 1000000000ull +
+			 (unsigned long long)st->st_mtim.tv_nsec,
+		 coding ? "-" : "", coding ? coding : "");
+}
+
+/* RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since. */
+static bool not_modified(const struct http_request *req, const char *etag, const struct stat *st)
+{
+	if (req->if_none_match.n)
+		return http_etag_match(req->if_none_match.p, req->if_none_match.n, etag);
+	return req->if_modified_since.n &&
+	       http_parse_date(req->if_modified_since.p, req->if_modified_since.n) >= st->st_mtim.tv_sec;
+}
+
+/* The part of the file to send: 206 with off and len from Range, 200 for the
+ * whole file, -416 for a range outside it. */
+static int pick_range(const struct http_request *req, const char *etag, const struct stat *st,
+		      uint64_t *off, uint64_t *len)
+{
+	bool use = true;
+	int r;
+
+	*off = 0;
+	*len = (uint64_t)st->st_size;
+	if (!req->range.n)
+		return 200;
+	/* If-Range: the range only applies to the representation the client
+	 * already has (strong comparison for ETags). */
+	if (req->if_range.n)
+		use = req->if_range.p[0] == '"'
+			? req->if_range.n == strlen(etag) && !memcmp(req->if_range.p, etag, req->if_range.n)
+			: http_parse_date(req->if_range.p, req->if_range.n) == st->st_mtim.tv_sec;
+	r = use ? http_parse_range(req->range.p, req->range.n, *len, off, len) : 0;
+	return r == -416 ? -416 : r == 1 ? 206 : 200;
+}
+
+/* Requests that are refused before any file is looked at: false when res
+ * holds that answer. */
+static bool request_ok(const struct responder *rp, const struct http_request *req,
+		       int parse_status, bool head, time_t now, struct response *res)
+{
+	int r;
+
+	if (parse_status < 0 || !req) {
+		error_response(rp, res, parse_status < 0 ? -parse_status : 400, false, now, NULL);
+		return false;
+	}
+	if (req->method == HTTP_OTHER) {
+		error_response(rp, res, 405, false, now, NULL);
+		return false;
+	}
+	r = http_normalize_path(req->target.p, req->target.n, res->path, sizeof(res->path));
+	if (r < 0) {
+		error_response(rp, res, -r, head, now, NULL);
+		return false;
+	}
+	return true;
+}
+
 static void respond_to(const struct responder *rp, const struct http_request *req, int parse_status,
 		       time_t now, struct response *res)
 {
@@ -310,84 +468,15 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 	char etag[80], lm[30], vary[80] = "";
 	const char *coding = NULL;
 	struct stat st;
-	uint64_t start_off = 0, len;
-	int fd, r, root, status = 200;
+	uint64_t off, len;
+	int fd, root, status;
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
 	res->keep_alive = req && parse_status == 0 ? req->keep_alive : false;
-	if (parse_status < 0 || !req) {
-		error_response(rp, res, parse_status < 0 ? -parse_status : 400, false, now, NULL);
+	if (!request_ok(rp, req, parse_status, head, now, res) ||
+	    !open_target(rp, req, head, now, res, &root, &fd, &st))
 		return;
-	}
-	if (req->method == HTTP_OTHER) {
-		error_response(rp, res, 405, false, now, NULL);
-		return;
-	}
-	r = http_normalize_path(req->target.p, req->target.n, res->path, sizeof(res->path));
-	if (r < 0) {
-		error_response(rp, res, -r, head, now, NULL);
-		return;
-	}
-
-	{
-		struct http_str h = request_host(req);
-
-		root = responder_root(rp, h.p, h.n);
-	}
-	fd = open_beneath(root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
-	if (fd >= 0 && fstat(fd, &st)) {
-		r = -errno;
-		close(fd);
-		fd = r;
-	}
-	if (fd >= 0 && S_ISDIR(st.st_mode)) {
-		size_t tl = req->target.n;
-		const char *q = memchr(req->target.p, '?', tl);
-
-		if (q)
-			tl = (size_t)(q - req->target.p);
-		if (!tl || req->target.p[tl - 1] != '/') {
-			/* Relative links in the index need the trailing slash. */
-			close(fd);
-			start(rp, res, 301, now);
-			add(res, "Location: %.*s/\r\nContent-Length: 0\r\n", (int)tl, req->target.p);
-			finish(res);
-			return;
-		}
-		{
-			int dfd = fd;
-
-			fd = openat(dfd, "index.html", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0) {
-				fd = errno == ENOENT ? -EACCES : -errno; /* no listings */
-			} else if (fstat(fd, &st)) {
-				r = -errno;
-				close(fd);
-				fd = r;
-			}
-			close(dfd);
-			snprintf(res->path + strlen(res->path), sizeof(res->path) - strlen(res->path),
-				 "%sindex.html", res->path[0] ? "/" : "");
-		}
-	}
-	if (fd < 0) {
-		/* Out of descriptors or memory: the server is overloaded for
-		 * now, the file is fine (503, try again shortly). */
-		bool busy = fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM;
-
-		error_response(rp, res, fd == -ENOENT || fd == -ENOTDIR ? 404 :
-				   fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP ||
-				   fd == -ENAMETOOLONG ? 403 : busy ? 503 : 500, head, now,
-			       busy ? "Retry-After: 1\r\n" : NULL);
-		return;
-	}
-	if (!S_ISREG(st.st_mode)) { /* st: of the file fd holds (index.html for a directory) */
-		close(fd);
-		error_response(rp, res, 403, head, now, NULL);
-		return;
-	}
-
 	if (rp->precompressed) {
 		coding = pick_encoded(root, res->path, &req->accept_encoding, &fd, &st);
 		/* Every file answer may differ by Accept-Encoding once siblings
@@ -395,48 +484,23 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 		 * on it, for the identity answer too. */
 		snprintf(vary, sizeof(vary), "Vary: Accept-Encoding\r\n");
 	}
-
-	/* Strong validator: changes whenever the bytes can have changed. An
-	 * encoded sibling is other bytes: its own file's validator, marked
-	 * with the coding so it never equals the identity one. */
-	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx%s%s\"", (unsigned long long)st.st_ino,
-		 (unsigned long long)st.st_size,
-		 (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
-		 coding ? "-" : "", coding ? coding : "");
+	make_etag(etag, sizeof(etag), &st, coding);
 	http_date(st.st_mtim.tv_sec, lm);
-	len = (uint64_t)st.st_size;
-
-	/* RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since. */
-	if (req->if_none_match.n ? http_etag_match(req->if_none_match.p, req->if_none_match.n, etag)
-	    : req->if_modified_since.n &&
-	      http_parse_date(req->if_modified_since.p, req->if_modified_since.n) >= st.st_mtim.tv_sec) {
+	if (not_modified(req, etag, &st)) {
 		close(fd);
 		start(rp, res, 304, now);
 		add(res, "ETag: %s\r\nLast-Modified: %s\r\n%s", etag, lm, vary);
 		finish(res);
 		return;
 	}
-	if (req->range.n) {
-		bool use = true;
+	status = pick_range(req, etag, &st, &off, &len);
+	if (status == -416) {
+		char cr[64];
 
-		/* If-Range: the range only applies to the representation the
-		 * client already has (strong comparison for ETags). */
-		if (req->if_range.n)
-			use = req->if_range.p[0] == '"'
-				? req->if_range.n == strlen(etag) && !memcmp(req->if_range.p, etag, req->if_range.n)
-				: http_parse_date(req->if_range.p, req->if_range.n) == st.st_mtim.tv_sec;
-		r = use ? http_parse_range(req->range.p, req->range.n, len, &start_off, &len) : 0;
-		if (r == -416) {
-			char cr[64];
-
-			close(fd);
-			snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n",
-				 (unsigned long long)st.st_size);
-			error_response(rp, res, 416, head, now, cr);
-			return;
-		}
-		if (r == 1)
-			status = 206;
+		close(fd);
+		snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n", (unsigned long long)st.st_size);
+		error_response(rp, res, 416, head, now, cr);
+		return;
 	}
 	start(rp, res, status, now);
 	add(res, "Content-Type: %s\r\nContent-Length: %llu\r\nLast-Modified: %s\r\nETag: %s\r\n"
@@ -445,15 +509,15 @@ static void respond_to(const struct responder *rp, const struct http_request *re
 	if (coding)
 		add(res, "Content-Encoding: %s\r\n", coding);
 	if (status == 206)
-		add(res, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)start_off,
-		    (unsigned long long)(start_off + len - 1), (unsigned long long)st.st_size);
+		add(res, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)off,
+		    (unsigned long long)(off + len - 1), (unsigned long long)st.st_size);
 	finish(res);
 	if (head || !len) {
 		close(fd);
 		return;
 	}
 	res->fd = fd;
-	res->offset = start_off;
+	res->offset = off;
 	res->length = len;
 }
 
