@@ -5,7 +5,7 @@ set -eu
 
 pkgs="gcc g++ clang pkg-config meson ninja-build libgnutls28-dev liburing-dev libbenchmark-dev
       linux-libc-dev user-mode-linux kmod iproute2 procps gnutls-bin openssl python3 valgrind
-      curl wrk strace abigail-tools groff-base libnghttp2-dev nghttp2-client python3-h2
+      curl wrk strace abigail-tools groff-base libnghttp2-dev nghttp2-client python3-h2 python3-cryptography
       chromium libsystemd-dev
       python3-matplotlib"
 missing=""

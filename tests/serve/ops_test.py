@@ -349,6 +349,39 @@ def make_ocsp(d, ca, cert, name):
     return resp
 
 
+def make_ocsp_expired(d, ca, cert, name):
+    """A DER OCSP response saying cert was good until an hour ago: openssl
+    ocsp only dates nextUpdate into the future, so it is built here."""
+    import datetime
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        # Debian's python3-cryptography lives in the system interpreter's path.
+        sys.path.append("/usr/lib/python3/dist-packages")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp as x509_ocsp
+
+    def load(path):
+        with open(path, "rb") as f:
+            return f.read()
+    leaf = x509.load_pem_x509_certificate(load(cert))
+    issuer = x509.load_pem_x509_certificate(load(ca[0]))
+    key = serialization.load_pem_private_key(load(ca[1]), None)
+    now = datetime.datetime.utcnow()
+    builder = x509_ocsp.OCSPResponseBuilder().add_response(
+        cert=leaf, issuer=issuer, algorithm=hashes.SHA1(),
+        cert_status=x509_ocsp.OCSPCertStatus.GOOD,
+        this_update=now - datetime.timedelta(days=1),
+        next_update=now - datetime.timedelta(hours=1),
+        revocation_time=None, revocation_reason=None,
+    ).responder_id(x509_ocsp.OCSPResponderEncoding.HASH, issuer)
+    resp = os.path.join(d, name + "-expired.ocsp")
+    with open(resp, "wb") as f:
+        f.write(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    return resp
+
+
 def s_client(srv, extra):
     p = subprocess.run(["openssl", "s_client", "-connect", "%s:%d" % (srv.host, srv.port)] + extra,
                        input="", capture_output=True, text=True, timeout=WAIT, env=tool_env())
@@ -421,6 +454,15 @@ def group_sites(t):
     check("not stapled" in srv.stderr(), "mismatched OCSP accepted: %s" % srv.stderr())
     out = s_client(srv, ["-servername", "a.test", "-status"])
     check("OCSP response: no response sent" in out, "stapled a response for another cert")
+    # A response past its nextUpdate is refused the same way: a client
+    # must never be handed a stale "good".
+    shutil.copy(make_ocsp_expired(d, ca, a2[0], "a2.test"), ocsp)
+    srv.send_signal(signal.SIGHUP)
+    st.wait_reloaded(srv, 3)
+    check("OCSP response has expired" in srv.stderr(),
+          "expired OCSP accepted: %s" % srv.stderr()[-600:])
+    out = s_client(srv, ["-servername", "a.test", "-status"])
+    check("OCSP response: no response sent" in out, "stapled an expired response")
     # Bad combinations of flags.
     for bad in (["--ocsp-file", ocsp], ["--cert", a[0]], ["--cert", a[0], "--key", a[1],
                                                           "--key", b[1]]):
