@@ -46,7 +46,7 @@
 
 enum uop_kind { UK_NONE, UK_ACCEPT, UK_EVENTFD, UK_RX, UK_TX, UK_MISC };
 
-enum role { RO_NONE, RO_POLL, RO_TMO, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE, RO_SHUT };
+enum role { RO_NONE, RO_POLL, RO_TMO, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE };
 
 enum tx_kind {
 	TXK_NONE,
@@ -58,7 +58,6 @@ enum tx_kind {
 	TXK_UREAD,   /* READ_FIXED file -> buffer, for GnuTLS to encrypt */
 	TXK_STAGE,   /* SEND records GnuTLS wrote outside a round */
 	TXK_NOTIFY,  /* SENDMSG close_notify alert through kernel TLS */
-	TXK_SHUT,    /* SHUTDOWN(SHUT_WR) */
 };
 
 /* One submission of a chain. user_data points here. */
@@ -969,13 +968,23 @@ static void notify_chain(struct kite_stream *s)
 	stall_tmo(s, q, -1);
 }
 
-static void shut_chain(struct kite_stream *s)
-{
-	struct io_uring_sqe *q;
+/* Our FIN: shutdown(2) here rather than IORING_OP_SHUTDOWN, which the
+ * kernel never runs inline (every one is handed to an io-wq worker: a
+ * thread wake-up and two context switches per connection). On TCP it
+ * only queues the FIN and does not block. */
+static void linger_rearm(struct kite_stream *s);
 
-	tx_begin(s, TXK_SHUT, -1, 0);
-	q = c_op(s->e, &us(s)->tx, s, UK_TX, RO_SHUT, -1);
-	io_uring_prep_shutdown(q, s->fd, SHUT_WR);
+static void shut_now(struct kite_stream *s)
+{
+	eng_sys(s->e, -1);
+	/* ENOTCONN: the peer reset first; the receive side reports it. */
+	if (shutdown(s->fd, SHUT_WR) && errno != ENOTCONN) {
+		eng_fail(s, -errno);
+		return;
+	}
+	eng_fin_sent(s);
+	if (s->state == ST_LINGER && us(s)->rx.pend)
+		linger_rearm(s);
 }
 
 /* ---- Send: the next round, step by step ------------------------------------ */
@@ -1089,7 +1098,7 @@ static enum tx_step queue_empty(struct kite_stream *s)
 	case ENG_CLOSE_FLUSH:
 		return STEP_AGAIN;
 	case ENG_CLOSE_FIN:
-		shut_chain(s);
+		shut_now(s);
 		return STEP_DONE;
 	default:
 		return STEP_DONE;
@@ -1237,10 +1246,6 @@ static void tx_collect(struct kite_stream *s, struct tx_result *t)
 			if (res < 0 && res != -ECANCELED && res != -EINTR)
 				t->err = res;
 			break;
-		case RO_SHUT:
-			if (res < 0 && res != -ENOTCONN)
-				t->err = res;
-			break;
 		default:
 			break;
 		}
@@ -1360,16 +1365,6 @@ static int tx_notify_done(struct kite_stream *s, const struct tx_result *t)
 	return t->err;
 }
 
-static int tx_shut_done(struct kite_stream *s, const struct tx_result *t)
-{
-	if (t->err)
-		return t->err;
-	eng_fin_sent(s);
-	if (s->state == ST_LINGER && us(s)->rx.pend)
-		linger_rearm(s);
-	return 0;
-}
-
 static int (*const tx_handlers[])(struct kite_stream *, const struct tx_result *) = {
 	[TXK_SPLICE] = tx_splice_done,
 	[TXK_DRAIN] = tx_drain_done,
@@ -1379,7 +1374,6 @@ static int (*const tx_handlers[])(struct kite_stream *, const struct tx_result *
 	[TXK_UREAD] = tx_uread_done,
 	[TXK_STAGE] = tx_stage_done,
 	[TXK_NOTIFY] = tx_notify_done,
-	[TXK_SHUT] = tx_shut_done,
 };
 
 /* The TX chain is complete: its kind's handler accounts for what moved;
@@ -1698,7 +1692,6 @@ static const struct {
 	{IORING_OP_SENDMSG, "SENDMSG", true},
 	{IORING_OP_READ, "READ", true},
 	{IORING_OP_READ_FIXED, "READ_FIXED", true},
-	{IORING_OP_SHUTDOWN, "SHUTDOWN", true},
 	{IORING_OP_CLOSE, "CLOSE", true},
 	{IORING_OP_SPLICE, "SPLICE", false},
 };
