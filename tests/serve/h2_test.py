@@ -622,12 +622,40 @@ def hostile_ids(t):
     c.close()
 
 
+def hostile_slow_headers(t):
+    """A request whose END_STREAM never comes, kept company by PINGs (which
+    reset no idle timer of ours): GOAWAY after --header-timeout, while a
+    request on another connection is served meanwhile."""
+    srv = Server(t, "h2slow", ["--header-timeout", "1", "--metrics-listen", "127.0.0.1:0"])
+    c = H2(srv)
+    t0 = time.monotonic()
+    sid = c.get("f5000.bin", end=False)
+    other = H2(srv)
+    o = other.get("f5000.bin")
+    other.until(lambda: o in other.ended, "the other connection's response")
+    check(bytes(other.bodies[o]) == t.files["f5000.bin"], "other connection's body")
+    other.close()
+    while c.goaway is None and not c.closed and time.monotonic() - t0 < WAIT:
+        c.c.ping(b"12345678")  # three a second: far below the PING flood limit
+        c.flush()
+        tick = time.monotonic() + 0.3
+        while time.monotonic() < tick and c.goaway is None and not c.closed:
+            c.pump(max(0.01, tick - time.monotonic()))
+    check(c.goaway is not None and c.goaway[0] == CALM, "slow headers: GOAWAY %s" % (c.goaway,))
+    check(0.9 < time.monotonic() - t0 < WAIT, "slow headers ended after %.1f s (%s)" %
+          (time.monotonic() - t0, srv.metrics()))
+    check(sid not in c.headers, "an incomplete request was answered")
+    check(limit(srv, "slow_headers") == 1, "slow_headers counter")
+    check(srv.alive(), "server died")
+
+
 def group_hostile(t):
     if not need_h2():
         return
     srv = Server(t, "h2hostile", ["--metrics-listen", "127.0.0.1:0"])
     t.step("h2 hostile floods", hostile_all, t, srv)
     t.step("h2 never-opened window", hostile_window, t)
+    t.step("h2 slow headers", hostile_slow_headers, t)
     t.step("h2 stream-id exhaustion", hostile_ids, t)
     check(srv.alive(), "server died")
 

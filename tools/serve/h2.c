@@ -57,6 +57,7 @@ struct h2stream {
 	uint64_t done;                   /* body bytes framed (queued) */
 	uint64_t planned;                /* of the frame nghttp2 asked for */
 	uint64_t progress_at;            /* ms: last frame of this body */
+	uint64_t begun_at;               /* ms: its HEADERS began */
 	time_t when;
 };
 
@@ -94,6 +95,7 @@ static const char *const limit_names[H2L_COUNT] = {
 	[H2L_WINDOW_UPDATE] = "window_update_flood", [H2L_FLOOD] = "ack_flood",
 	[H2L_WINDOW_STALL] = "window_stall", [H2L_MAX_REQUESTS] = "max_requests",
 	[H2L_PREFACE] = "bad_preface", [H2L_PROTOCOL] = "protocol_error",
+	[H2L_SLOW_HEADERS] = "slow_headers",
 };
 
 const char *h2_limit_name(enum h2_limit l)
@@ -483,6 +485,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	st->h = h;
 	st->id = frame->hd.stream_id;
 	st->res.fd = -1;
+	st->begun_at = h->now;
 	st->next = h->streams;
 	if (h->streams)
 		h->streams->prev = st;
@@ -782,7 +785,19 @@ void h2_drained(struct h2conn *h, uint64_t now)
 void h2_tick(struct h2conn *h, uint64_t now)
 {
 	h->now = now;
-	if (h->dead || !h->cfg->send_timeout_ms || backlog(h))
+	if (h->dead)
+		return;
+	/* A request still open header_timeout_ms after its HEADERS began
+	 * (trickled CONTINUATIONs, or no END_STREAM ever): the HTTP/1.1
+	 * header timeout, per stream. PINGs cannot keep it alive. */
+	for (struct h2stream *st = h->streams; st && h->cfg->header_timeout_ms; st = st->next)
+		if (!st->answered && now - st->begun_at > h->cfg->header_timeout_ms) {
+			limit_broken(h, H2L_SLOW_HEADERS, NGHTTP2_ENHANCE_YOUR_CALM);
+			pump(h);
+			end(h, 0);
+			return;
+		}
+	if (!h->cfg->send_timeout_ms || backlog(h))
 		return;
 	/* Nothing waits in the transport, yet a body does not move: its
 	 * window stays shut. The engine's send timeout cannot see this (its

@@ -38,6 +38,8 @@ enum h2_limit {
 	H2L_MAX_REQUESTS,  /* max_requests streams on one connection (stream ids) */
 	H2L_PREFACE,       /* the connection did not start with the HTTP/2 preface */
 	H2L_PROTOCOL,      /* any other protocol error nghttp2 found */
+	H2L_SLOW_HEADERS,  /* a request not complete (END_STREAM) header_timeout_ms
+			    * after its HEADERS began: slowloris over h2 */
 	H2L_COUNT
 };
 const char *h2_limit_name(enum h2_limit l);
@@ -72,6 +74,7 @@ struct h2_config {
 	unsigned resets_per_s;    /* client resets tolerated per second */
 	size_t max_header_list;   /* decoded bytes of one request's header list */
 	unsigned send_timeout_ms; /* a response blocked by a closed window; 0: none */
+	unsigned header_timeout_ms; /* a request's HEADERS to its END_STREAM; 0: none */
 	struct h2_stats *stats;   /* counters (the worker's), never NULL */
 };
 

@@ -648,6 +648,7 @@ int worker_start(struct worker *w, struct server *srv, unsigned id)
 		.resets_per_s = srv->cfg.h2_resets_per_s,
 		.max_header_list = HTTP_MAX_HEADERS_BYTES,
 		.send_timeout_ms = srv->cfg.send_timeout_ms,
+		.header_timeout_ms = srv->cfg.header_timeout_ms,
 		.stats = &w->cur.h2,
 	};
 	pthread_mutex_init(&w->mu, NULL);
