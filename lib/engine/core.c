@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -850,13 +851,46 @@ static int queue_check(struct kite_stream *s, size_t charge)
 	return 0;
 }
 
-static void queue_add(struct kite_stream *s, struct eng_item *it)
+/* Fair queueing between lanes, decided once at enqueue time (kite.h,
+ * kite_stream_queue_unit): the item gets a finish tag and goes behind
+ * every item with a smaller or equal one; lane 0 sorts before other lanes
+ * on equal tags. The head item may have started going out (bytes in a
+ * pipe, records in a buffer, a MORE promise made for it): nothing ever
+ * goes ahead of it. O(queue): the queue is bounded by max_queued. */
+static bool queue_before(const struct eng_item *q, const struct eng_item *it)
+{
+	if (q->tag != it->tag)
+		return q->tag < it->tag;
+	return q->lane == 0 || it->lane != 0;
+}
+
+static void queue_add(struct kite_stream *s, struct eng_item *it, uint64_t bytes)
 {
 	struct kite_engine *e = s->e;
+	uint64_t v = s->qhead ? s->qhead->tag : s->vtag, last = 0;
+	struct eng_item **pp;
 
-	it->next = NULL;
-	*s->qtail = it;
-	s->qtail = &it->next;
+	if (it->lane) {
+		for (struct eng_item *q = s->qhead; q; q = q->next)
+			if (q->lane == it->lane)
+				last = q->tag; /* the lane's tags rise along the queue */
+		it->tag = (last > v ? last : v) + bytes;
+	} else {
+		it->tag = v;
+	}
+	pp = &s->qhead;
+	if (s->qhead && s->qtail != &s->qhead->next &&
+	    queue_before((struct eng_item *)((char *)s->qtail - offsetof(struct eng_item, next)), it)) {
+		pp = s->qtail; /* behind the last item: the only case without lanes */
+	} else if (*pp) {
+		pp = &(*pp)->next; /* never ahead of the head item */
+		while (*pp && queue_before(*pp, it))
+			pp = &(*pp)->next;
+	}
+	it->next = *pp;
+	*pp = it;
+	if (!it->next)
+		s->qtail = &it->next;
 	s->queued += it->charge;
 	if (s->queued > e->st.peak_queued)
 		e->st.peak_queued = s->queued;
@@ -886,41 +920,69 @@ ssize_t kite_stream_send(struct kite_stream *s, const void *buf, size_t len)
 	it->left = len;
 	it->charge = len + ENG_ITEM_CHARGE;
 	memcpy(it->data, buf, len);
-	queue_add(s, it);
+	queue_add(s, it, len);
 	return (ssize_t)len;
 }
 
 int kite_stream_sendfile(struct kite_stream *s, int fd, off_t off, size_t len, unsigned flags)
 {
+	if (fd < 0)
+		return -EINVAL; /* a range needs a file (a unit would take it for "bytes only") */
+	return kite_stream_queue_unit(s, 0, NULL, 0, fd, off, len, flags);
+}
+
+/* The unit as one item: bytes only (ITEM_BUF), or a range with its head in
+ * data (ITEM_FILE). Every check comes before the item exists, so an error
+ * queues nothing. */
+int kite_stream_queue_unit(struct kite_stream *s, uint32_t lane, const void *head,
+			   size_t head_len, int fd, off_t off, size_t len, unsigned flags)
+{
+	bool file = fd >= 0 && len;
 	struct eng_item *it;
 	int r = -EINVAL;
 
-	if (!s || fd < 0 || off < 0 || (flags & ~KITE_SENDFILE_CLOSE_FD) ||
-	    (uint64_t)off + len < (uint64_t)off)
+	if (!s || (!head && head_len) || (fd < 0 && len) || off < 0 ||
+	    (flags & ~KITE_UNIT_CLOSE_FD) || (uint64_t)off + len < (uint64_t)off ||
+	    (uint64_t)off + len > (uint64_t)INT64_MAX || head_len > UINT32_MAX)
 		goto err;
-	r = queue_check(s, ENG_ITEM_CHARGE);
+	r = queue_check(s, head_len > SIZE_MAX - ENG_ITEM_CHARGE ? SIZE_MAX : head_len + ENG_ITEM_CHARGE);
 	if (r)
 		goto err;
-	if (!len) {
+	if (!head_len && !file) {
 		r = 0;
 		goto err; /* nothing to queue; the fd is closed as promised */
 	}
-	it = calloc(1, sizeof(*it));
+	it = malloc(sizeof(*it) + head_len);
 	if (!it) {
 		r = -ENOMEM;
 		goto err;
 	}
-	it->kind = ITEM_FILE;
-	it->flags = flags;
-	it->fd = fd;
-	it->off = (uint64_t)off;
-	it->len = len;
-	it->left = len;
-	it->charge = ENG_ITEM_CHARGE;
-	queue_add(s, it);
+	memset(it, 0, sizeof(*it));
+	it->lane = lane;
+	it->charge = head_len + ENG_ITEM_CHARGE;
+	if (head_len)
+		memcpy(it->data, head, head_len);
+	if (file) {
+		it->kind = ITEM_FILE;
+		it->flags = flags;
+		it->fd = fd;
+		it->off = (uint64_t)off;
+		it->left = len;
+		it->head_len = it->hleft = (uint32_t)head_len;
+		it->len = head_len + len;
+	} else {
+		it->kind = ITEM_BUF;
+		it->fd = -1;
+		it->left = it->len = head_len;
+	}
+	queue_add(s, it, it->len);
+	if (!file && fd >= 0 && (flags & KITE_UNIT_CLOSE_FD)) {
+		close(fd); /* bytes only: the range was empty */
+		eng_sys(s->e, -1);
+	}
 	return 0;
 err:
-	if (s && fd >= 0 && (flags & KITE_SENDFILE_CLOSE_FD)) {
+	if (s && fd >= 0 && (flags & KITE_UNIT_CLOSE_FD)) {
 		close(fd);
 		eng_sys(s->e, -1);
 	}
@@ -999,6 +1061,7 @@ void eng_item_pop(struct kite_stream *s)
 	if (!s->qhead)
 		s->qtail = &s->qhead;
 	s->queued -= it->charge;
+	s->vtag = it->tag;
 	for (int p = 0; p < KITE_PATH_COUNT; p++)
 		if (it->paths & (1u << p))
 			e->st.path[p].requests++;

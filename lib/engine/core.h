@@ -51,15 +51,22 @@ enum eng_state {
 
 enum eng_item_kind { ITEM_BUF, ITEM_FILE };
 
+/* A queued item: bytes (ITEM_BUF, in data) or a file range (ITEM_FILE)
+ * that may start with head bytes (a unit, kite_stream_queue_unit(): the
+ * head in data, sent or sealed before the range and counted in len). */
 struct eng_item {
 	struct eng_item *next;
 	uint8_t kind;
 	unsigned flags;       /* KITE_SENDFILE_CLOSE_FD */
 	int fd;               /* ITEM_FILE */
+	uint32_t lane;        /* 0: the ordered lane (kite.h, kite_stream_queue_unit) */
+	uint64_t tag;         /* finish tag: the queue is sorted by it */
 	uint64_t off;         /* ITEM_FILE: next file offset to read; ITEM_BUF: bytes done */
-	uint64_t len;         /* bytes not yet in the socket */
+	uint64_t len;         /* bytes not yet in the socket (head included) */
 	uint64_t left;        /* bytes not yet taken (read from the file, or encrypted
-			       * or sent from data) */
+			       * or sent from data); ITEM_FILE: of the range only */
+	uint32_t head_len;    /* ITEM_FILE: head bytes in data */
+	uint32_t hleft;       /* ITEM_FILE: head bytes not yet taken */
 	uint8_t mech;         /* ITEM_FILE: MECH_* chosen at its first round (0: not yet) */
 	uint32_t paths;       /* bit per enum kite_engine_path that carried bytes */
 	size_t charge;        /* counted in stream->queued */
@@ -105,6 +112,7 @@ struct kite_stream {
 
 	struct eng_item *qhead, **qtail;
 	size_t queued;
+	uint64_t vtag;        /* tag of the last item that left the queue */
 	uint64_t sent;        /* queued bytes handed to the kernel (kite_stream_sent) */
 
 	uint64_t t_start;     /* ms: accept/adopt, later the LINGER start */
@@ -123,6 +131,8 @@ struct kite_stream {
 	uint32_t buf_len, buf_off;
 	uint32_t stage_limit; /* GnuTLS may write the buffer up to here */
 	uint32_t buf_plain;   /* file bytes read for GnuTLS, not encrypted yet */
+	uint32_t buf_head;    /* head bytes of the head item put before the file
+			       * bytes of this round (in buf_plain once read) */
 	uint64_t stage_plain; /* plaintext bytes of the head item in the buffer */
 	uint8_t stage_path;   /* path those bytes are counted on */
 	/* Records GnuTLS writes outside a round (alerts, close_notify,
@@ -266,6 +276,19 @@ void eng_deliver(struct kite_stream *s, const void *buf, size_t len);
 /* Bytes of the head item went out; completes it when done. */
 void eng_item_done(struct kite_stream *s, struct eng_item *it, uint64_t n, int path);
 void eng_item_pop(struct kite_stream *s);
+/* The head bytes of a unit not yet taken (it->hleft of them). */
+static inline const uint8_t *eng_head(const struct eng_item *it)
+{
+	return it->data + (it->head_len - it->hleft);
+}
+/* Does more follow at once after n more bytes of the item's range? Then
+ * the send says MSG_MORE / SPLICE_F_MORE and kernel TLS keeps the record
+ * open for it. Only what is queued already counts: a record held open
+ * with nothing behind it would wait for a send that may never come. */
+static inline bool eng_more_after(const struct eng_item *it, uint64_t n)
+{
+	return it->left > n || (it->next && it->next->len);
+}
 /* May RX be armed now (open/linger, not paused, not at EOF)? Updates the
  * backpressure flag. */
 bool eng_rx_wanted(struct kite_stream *s);

@@ -207,20 +207,20 @@ static int stage_flush(struct kite_stream *s)
 }
 
 /* Encrypt the head item's next records (up to EP_RECORDS of them, one
- * pread and later one sendmsg) into the stage. */
+ * pread and later one sendmsg) into the stage. A unit's head goes in front
+ * of its file bytes: one plaintext, so they share records. */
 static int stage_record(struct kite_stream *s, struct eng_item *it)
 {
 	struct kite_engine *e = s->e;
 	/* The peer may ask for smaller records (RFC 8449): the stage's slack
 	 * is per record, so fewer bytes per round then. */
-	size_t rec = kite_conn_record_size(s->conn), done = 0;
+	size_t rec = kite_conn_record_size(s->conn), done = 0, max = EP_RECORDS * rec;
 	const uint8_t *src;
-	size_t n;
+	size_t n, h = 0;
 	ssize_t r;
 
-	n = it->left < EP_RECORDS * rec ? it->left : EP_RECORDS * rec;
-
 	if (it->kind == ITEM_BUF) {
+		n = it->left < max ? it->left : max;
 		src = it->data + it->off;
 		s->stage_path = KITE_PATH_SEND;
 	} else {
@@ -229,29 +229,37 @@ static int stage_record(struct kite_stream *s, struct eng_item *it)
 			if (!ep_of(s)->ebuf)
 				return -ENOMEM;
 		}
-		do {
-			r = kite_sys->pread(it->fd, ep_of(s)->ebuf, n, (off_t)it->off);
+		h = it->hleft < max ? it->hleft : max;
+		memcpy(ep_of(s)->ebuf, eng_head(it), h);
+		n = it->left < max - h ? it->left : max - h;
+		r = 0;
+		while (n) {
+			r = kite_sys->pread(it->fd, ep_of(s)->ebuf + h, n, (off_t)it->off);
 			eng_sys(e, KITE_PATH_USER);
-		} while (r < 0 && errno == EINTR);
+			if (r >= 0 || errno != EINTR)
+				break;
+		}
 		if (r < 0)
 			return -errno;
-		if (r == 0)
+		if (n && r == 0)
 			return -ENODATA;
 		n = (size_t)r;
 		src = ep_of(s)->ebuf;
 		s->stage_path = KITE_PATH_USER;
 	}
-	while (done < n) {
-		size_t k = n - done < rec ? n - done : rec;
+	while (done < h + n) {
+		size_t k = h + n - done < rec ? h + n - done : rec;
 
 		r = kite_send(s->conn, src + done, k);
 		if (r != (ssize_t)k)
 			return r < 0 ? (int)r : -EIO;
 		done += k;
 	}
+	if (it->kind == ITEM_FILE)
+		it->hleft -= (uint32_t)h;
 	it->off += n;
 	it->left -= n;
-	s->stage_plain = n;
+	s->stage_plain = h + n;
 	return 0;
 }
 
@@ -267,7 +275,7 @@ static ssize_t send_direct(struct kite_stream *s, struct eng_item *it, int *path
 		int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
 
 		*path = KITE_PATH_SEND;
-		if (it->next && it->next->len)
+		if (eng_more_after(it, it->left))
 			flags |= MSG_MORE; /* same record / segment as what follows */
 		do {
 			r = kite_sys->sendmsg(s->fd, &msg, flags);
@@ -279,13 +287,31 @@ static ssize_t send_direct(struct kite_stream *s, struct eng_item *it, int *path
 		it->left -= (uint64_t)r;
 		return r;
 	}
+	if (it->hleft) {
+		/* A unit's head: MSG_MORE keeps the record (or segment) open
+		 * for the range that sendfile(2) adds next. */
+		struct iovec iov = {(void *)eng_head(it), it->hleft};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+
+		*path = KITE_PATH_SEND;
+		do {
+			r = kite_sys->sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
+			eng_sys(e, *path);
+		} while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		it->hleft -= (uint32_t)r;
+		return r;
+	}
 	*path = eng_path(s, MECH_SENDFILE);
 	{
 		size_t n = it->left < EP_MAX_CALL ? it->left : EP_MAX_CALL;
 		off_t off = (off_t)it->off;
 
 		/* sendfile(2) splices page cache pages into the socket; with
-		 * kTLS TX the kernel encrypts them into records, no copy here. */
+		 * kTLS TX the kernel encrypts them into records, no copy here.
+		 * It takes no flags: its last piece ends the record, also when
+		 * another item follows. */
 		do {
 			r = kite_sys->sendfile(s->fd, it->fd, &off, n);
 			eng_sys(e, *path);

@@ -55,6 +55,7 @@ enum tx_kind {
 	TXK_COPY,    /* READ_FIXED file -> buffer, SEND buffer [-> LINK_TIMEOUT] */
 	TXK_LEFT,    /* SEND the rest of a buffer (copy path, or GnuTLS records) */
 	TXK_SEND,    /* SEND queued bytes (kernel TLS or plaintext) */
+	TXK_HEAD,    /* SEND a unit's head, MSG_MORE, before its spliced range */
 	TXK_UREAD,   /* READ_FIXED file -> buffer, for GnuTLS to encrypt */
 	TXK_STAGE,   /* SEND records GnuTLS wrote outside a round */
 	TXK_NOTIFY,  /* SENDMSG close_notify alert through kernel TLS */
@@ -769,6 +770,11 @@ static void rx_done(struct kite_stream *s)
 
 /* ---- Send ----------------------------------------------------------------- */
 
+/* What a step of tx_next() did: nothing to do here (try the next step), made
+ * progress without the kernel (look again from the first step), or
+ * submitted a chain / waits for a resource or completion (stop). */
+enum tx_step { STEP_SKIP, STEP_AGAIN, STEP_DONE };
+
 /* Stalled-send timer: a LINK_TIMEOUT after the op that waits for room. */
 static void stall_tmo(struct kite_stream *s, struct io_uring_sqe *q, int path)
 {
@@ -803,12 +809,6 @@ static void send_chain(struct kite_stream *s, uint8_t kind, int path, const void
 	stall_tmo(s, q, path);
 }
 
-/* Is there more to send right after the head item's current bytes? */
-static bool more_after(const struct eng_item *it, uint64_t n)
-{
-	return it->left > n || (it->next && it->next->len);
-}
-
 static void splice_chain(struct kite_stream *s, struct eng_item *it)
 {
 	struct kite_engine *e = s->e;
@@ -823,7 +823,7 @@ static void splice_chain(struct kite_stream *s, struct eng_item *it)
 	 * so that the kernel's records are full. */
 	if ((it->off & 4095) && n == e->pipe_cap && n > KITE_MAX_RECORD)
 		n -= KITE_MAX_RECORD;
-	more = it->left > n;
+	more = eng_more_after(it, n);
 	tx_begin(s, TXK_SPLICE, path, n);
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_FILE_IN, path);
 	/* A short splice (end of file, partial page) fails the link: the
@@ -833,7 +833,8 @@ static void splice_chain(struct kite_stream *s, struct eng_item *it)
 	c_link(q);
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	/* SPLICE_F_MORE (MSG_MORE to kTLS) keeps the record open across
-	 * calls; never on the last chunk, or kTLS holds the final record. */
+	 * calls; on the last chunk only when another item is queued behind
+	 * it, or kTLS holds the final record until a send that never comes. */
 	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, (unsigned)n, more ? SPLICE_F_MORE : 0);
 }
 
@@ -844,7 +845,7 @@ static void drain_chain(struct kite_stream *s)
 	struct eng_item *it = s->qhead;
 	int path = eng_path(s, MECH_SPLICE);
 	struct io_uring_sqe *q;
-	bool more = it && it->left > 0;
+	bool more = it && eng_more_after(it, 0);
 
 	tx_begin(s, TXK_DRAIN, path, s->pipe_fill);
 	if (us(s)->need_pollout) {
@@ -877,22 +878,38 @@ static struct io_uring_sqe *read_op(struct kite_stream *s, struct eng_item *it, 
 	return q;
 }
 
-static void copy_chain(struct kite_stream *s, struct eng_item *it)
+/* File -> buffer -> socket. A unit's head (what of it fits) goes into the
+ * buffer first, so head and payload leave in one SEND: one record stream,
+ * and one round for a small unit. */
+static enum tx_step copy_chain(struct kite_stream *s, struct eng_item *it)
 {
 	struct kite_engine *e = s->e;
-	uint64_t n = it->left < e->cfg.buffer_size ? it->left : e->cfg.buffer_size;
+	uint64_t h = it->hleft < e->cfg.buffer_size ? it->hleft : e->cfg.buffer_size;
+	uint64_t room = e->cfg.buffer_size - h;
+	uint64_t n = it->left < room ? it->left : room;
 	int path = eng_path(s, MECH_COPY);
 	uint8_t *b = eng_buf(e, s->buf);
 	struct io_uring_sqe *q;
 
-	tx_begin(s, TXK_COPY, path, n);
 	s->buf_len = s->buf_off = 0;
+	if (h)
+		memcpy(b, eng_head(it), h);
+	if (!n) {
+		/* A head as big as the buffer: it alone this round. */
+		it->hleft -= (uint32_t)h;
+		s->buf_len = (uint32_t)h;
+		return STEP_AGAIN; /* flush_round() sends it */
+	}
+	s->buf_head = (uint32_t)h;
+	tx_begin(s, TXK_COPY, path, h + n);
 	/* A short read fails the link: the SEND is cancelled and the bytes
 	 * that did arrive go out in the next round. */
-	c_link(read_op(s, it, b, n, path));
+	c_link(read_op(s, it, b + h, n, path));
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
-	io_uring_prep_send(q, s->fd, b, (unsigned)n, MSG_NOSIGNAL | (more_after(it, n) ? MSG_MORE : 0));
+	io_uring_prep_send(q, s->fd, b, (unsigned)(h + n),
+			   MSG_NOSIGNAL | (eng_more_after(it, n) ? MSG_MORE : 0));
 	stall_tmo(s, q, path);
+	return STEP_DONE;
 }
 
 /* Plaintext per userspace round: whole records, at most 16 of them (the
@@ -907,12 +924,24 @@ static uint64_t user_round(struct kite_stream *s, uint64_t left)
 	return left < n ? left : n;
 }
 
-static void uread_chain(struct kite_stream *s, struct eng_item *it)
+/* File -> buffer for GnuTLS, behind what fits of a unit's head: the round
+ * is sealed as one plaintext, so head and payload share records. */
+static enum tx_step uread_chain(struct kite_stream *s, struct eng_item *it)
 {
-	uint64_t n = user_round(s, it->left);
+	uint64_t round = user_round(s, (uint64_t)it->hleft + it->left);
+	uint64_t h = it->hleft < round ? it->hleft : round;
+	uint8_t *p = eng_buf(s->e, s->buf) + ENG_PLAIN_OFF;
 
-	tx_begin(s, TXK_UREAD, KITE_PATH_USER, n);
-	read_op(s, it, eng_buf(s->e, s->buf) + ENG_PLAIN_OFF, n, KITE_PATH_USER);
+	if (h)
+		memcpy(p, eng_head(it), h);
+	s->buf_head = (uint32_t)h;
+	if (round == h) {
+		s->buf_plain = (uint32_t)h; /* only head bytes this round */
+		return STEP_AGAIN;          /* encrypt_pending() seals them */
+	}
+	tx_begin(s, TXK_UREAD, KITE_PATH_USER, round - h);
+	read_op(s, it, p + h, round - h, KITE_PATH_USER);
+	return STEP_DONE;
 }
 
 /* GnuTLS encrypts n plaintext bytes at src into records appended to the
@@ -989,11 +1018,6 @@ static void shut_now(struct kite_stream *s)
 
 /* ---- Send: the next round, step by step ------------------------------------ */
 
-/* What a step of tx_next() did: nothing to do here (try the next step), made
- * progress without the kernel (look again from the first step), or
- * submitted a chain / waits for a resource or completion (stop). */
-enum tx_step { STEP_SKIP, STEP_AGAIN, STEP_DONE };
-
 /* A pool buffer for this round, or queue for one (FIFO) and wait. */
 static bool take_buf(struct kite_stream *s)
 {
@@ -1019,8 +1043,11 @@ static enum tx_step encrypt_round(struct kite_stream *s, const uint8_t *src, uin
 		eng_fail(s, r);
 		return STEP_DONE;
 	}
-	it->off += n;
-	it->left -= n;
+	/* The round's first buf_head bytes were the unit's head. */
+	it->hleft -= s->buf_head;
+	it->off += n - s->buf_head;
+	it->left -= n - s->buf_head;
+	s->buf_head = 0;
 	s->stage_plain = n;
 	s->stage_path = path;
 	return STEP_AGAIN;
@@ -1035,7 +1062,8 @@ static enum tx_step flush_round(struct kite_stream *s)
 	if (s->buf < 0 || s->buf_off >= s->buf_len)
 		return STEP_SKIP;
 	send_chain(s, TXK_LEFT, s->stage_plain ? s->stage_path : eng_path(s, MECH_COPY),
-		   eng_buf(s->e, s->buf) + s->buf_off, s->buf_len - s->buf_off, it && more_after(it, 0));
+		   eng_buf(s->e, s->buf) + s->buf_off, s->buf_len - s->buf_off,
+		   it && eng_more_after(it, 0));
 	return STEP_DONE;
 }
 
@@ -1112,7 +1140,13 @@ static enum tx_step start_file(struct kite_stream *s, struct eng_item *it)
 	struct kite_engine *e = s->e;
 
 	if (!it->mech)
-		it->mech = e->npipes && it->len > e->cfg.small_max ? MECH_SPLICE : MECH_COPY;
+		it->mech = e->npipes && it->left > e->cfg.small_max ? MECH_SPLICE : MECH_COPY;
+	if (it->mech == MECH_SPLICE && it->hleft) {
+		/* A unit's head goes first, MSG_MORE: the kernel keeps its
+		 * record open for the spliced range behind it. */
+		send_chain(s, TXK_HEAD, KITE_PATH_SEND, eng_head(it), it->hleft, true);
+		return STEP_DONE;
+	}
 	if (it->mech == MECH_SPLICE) {
 		s->pipe = eng_pipe_get(e);
 		if (s->pipe >= 0) {
@@ -1121,9 +1155,9 @@ static enum tx_step start_file(struct kite_stream *s, struct eng_item *it)
 		}
 		e->st.pipe_exhausted++; /* this round takes the copy path */
 	}
-	if (take_buf(s))
-		copy_chain(s, it);
-	return STEP_DONE;
+	if (!take_buf(s))
+		return STEP_DONE;
+	return copy_chain(s, it);
 }
 
 /* The head item's next round. */
@@ -1152,9 +1186,9 @@ static enum tx_step start_item(struct kite_stream *s)
 	}
 	if (!user)
 		return start_file(s, it);
-	if (take_buf(s))
-		uread_chain(s, it); /* read, then encrypt_pending() */
-	return STEP_DONE;
+	if (!take_buf(s))
+		return STEP_DONE;
+	return uread_chain(s, it); /* read, then encrypt_pending() */
 }
 
 /* The TX chain is idle: start the next one. */
@@ -1313,14 +1347,17 @@ static int tx_left_done(struct kite_stream *s, const struct tx_result *t)
 static int tx_copy_done(struct kite_stream *s, const struct tx_result *t)
 {
 	struct eng_item *it = s->qhead;
+	uint32_t h = s->buf_head;
 
+	s->buf_head = 0;
 	if (t->in < 0)
 		return t->err ? t->err : t->in;
 	if (t->in == 0)
 		return eng_short_file(s, it);
+	it->hleft -= h; /* the unit's head went into the buffer before the file bytes */
 	it->off += (uint64_t)t->in;
 	it->left -= (uint64_t)t->in;
-	s->buf_len = (uint32_t)t->in;
+	s->buf_len = h + (uint32_t)t->in;
 	s->buf_off = 0;
 	return tx_left_done(s, t);
 }
@@ -1344,7 +1381,19 @@ static int tx_uread_done(struct kite_stream *s, const struct tx_result *t)
 		return t->in;
 	if (t->in == 0)
 		return eng_short_file(s, s->qhead);
-	s->buf_plain = (uint32_t)t->in;
+	s->buf_plain = s->buf_head + (uint32_t)t->in; /* the head before the file bytes */
+	return t->err;
+}
+
+/* A unit's head, ahead of its spliced range. */
+static int tx_head_done(struct kite_stream *s, const struct tx_result *t)
+{
+	struct eng_item *it = s->qhead;
+
+	if (t->out) {
+		it->hleft -= (uint32_t)t->out;
+		eng_item_done(s, it, t->out, KITE_PATH_SEND);
+	}
 	return t->err;
 }
 
@@ -1371,6 +1420,7 @@ static int (*const tx_handlers[])(struct kite_stream *, const struct tx_result *
 	[TXK_COPY] = tx_copy_done,
 	[TXK_LEFT] = tx_left_done,
 	[TXK_SEND] = tx_send_done,
+	[TXK_HEAD] = tx_head_done,
 	[TXK_UREAD] = tx_uread_done,
 	[TXK_STAGE] = tx_stage_done,
 	[TXK_NOTIFY] = tx_notify_done,

@@ -583,7 +583,9 @@ enum kite_engine_path {
 	KITE_PATH_PLAIN_SPLICE,     /* as above on plaintext sockets */
 	KITE_PATH_PLAIN_SENDFILE,
 	KITE_PATH_PLAIN_COPY,
-	KITE_PATH_SEND,             /* kite_stream_send() bytes, any socket */
+	KITE_PATH_SEND,             /* kite_stream_send() bytes, any socket; a unit's
+				     * head sent on its own (before a spliced or
+				     * sendfile'd range) */
 	KITE_PATH_COUNT
 };
 const char *kite_engine_path_name(enum kite_engine_path p); /* "ktls-splice", ...; never NULL */
@@ -651,6 +653,55 @@ KITE_MUST_CHECK ssize_t kite_stream_send(struct kite_stream *s, const void *buf,
  */
 KITE_MUST_CHECK int kite_stream_sendfile(struct kite_stream *s, int fd, off_t off, size_t len,
 					 unsigned flags);
+
+/* kite_stream_queue_unit() flags. */
+#define KITE_UNIT_CLOSE_FD KITE_SENDFILE_CLOSE_FD /* the engine closes fd after the unit (or on error) */
+
+/*
+ * Queue one unit: head_len bytes copied from head, then len bytes of the
+ * regular file fd from offset off, on lane `lane`. The two go out as one
+ * piece of the byte stream: on kernel TLS TX the head is sent with
+ * MSG_MORE and the file pieces are spliced with SPLICE_F_MORE (the epoll
+ * rung: sendfile(2)), so the kernel packs head and payload into the same
+ * records; in userspace GnuTLS seals them into the same record buffer.
+ * The unit's last piece says "more follows" only when another item is
+ * already queued behind it, so no record is ever held open with nothing
+ * to complete it. Only bytes: fd -1 or len 0 (fd is then not read; with
+ * KITE_UNIT_CLOSE_FD it is closed at once). Only a range: head_len 0.
+ *
+ * Lanes share the stream fairly. Lane 0 is the ordered lane that
+ * kite_stream_send() and kite_stream_sendfile() use. The queue is kept in
+ * order of finish tags given at enqueue time: a unit on lane N (N > 0)
+ * gets F = max(V, F_last(N)) + head_len + len, where V is the tag of the
+ * item at the head of the queue (which may have started going out) and
+ * F_last(N) the tag of lane N's last queued unit (0: none); a lane-0 item
+ * gets F = V. The unit is inserted after every queued item with a smaller
+ * or equal tag (lane-0 items before lane-N items of the same tag), never
+ * ahead of the head item. Guarantees:
+ *   - within a lane, units go out in the order queued;
+ *   - lane 0 is FIFO, and a lane-0 item goes out before every lane-N unit
+ *     queued after it, and before every queued lane-N unit except the
+ *     head item (control bytes never wait behind a big file);
+ *   - two lanes with units queued share the socket by bytes: a small unit
+ *     on lane 2 goes out after at most one unit already started and the
+ *     lane-N units whose tags are smaller, not after all of lane 1.
+ * So bytes queued on lane 0 before a lane-N unit precede it (a protocol
+ * header, e.g. HTTP/2 HEADERS before that stream's DATA) and lane-0 bytes
+ * queued one after another stay contiguous (HEADERS + CONTINUATION).
+ *
+ * The head is charged to max_queued (head_len + 64), the range is not.
+ * Without KITE_UNIT_CLOSE_FD the caller keeps fd open until on_drain or
+ * on_close. If the file ends before off + len the stream is aborted with
+ * -ENODATA. Returns 0; -ENOBUFS when the queue would exceed max_queued
+ * (wait for on_drain); -EMSGSIZE if it never could; -EPIPE after
+ * kite_stream_close(); -EINVAL (s NULL, head NULL with head_len, fd < 0
+ * with len, negative offset, range past the end of off_t, unknown flags);
+ * -ENOMEM. On an error nothing is queued, and with KITE_UNIT_CLOSE_FD fd
+ * (if >= 0) is closed on every error return too.
+ */
+KITE_MUST_CHECK int kite_stream_queue_unit(struct kite_stream *s, uint32_t lane, const void *head,
+					   size_t head_len, int fd, off_t off, size_t len,
+					   unsigned flags);
 
 /* Graceful close: after the queue has drained, close_notify (TLS), FIN,
  * then wait briefly for the peer's end and close; on_close(s, 0). Further

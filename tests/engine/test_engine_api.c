@@ -5,8 +5,10 @@
  * engine works as a client too: a client-role engine uploads 300 KB (PUT,
  * through the server's receive path) and downloads 1 MB (SEND, through
  * its own), TLS and plaintext, then both sides close gracefully. A server
- * stream makes its TLS session only once the client has spoken. Small on
- * purpose: this is the test to run under valgrind.
+ * stream makes its TLS session only once the client has spoken. Units (a
+ * head and a file range as one item) arrive exactly, bad ones queue
+ * nothing, and lanes share a stream fairly. Small on purpose: this is the
+ * test to run under valgrind.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -522,6 +524,398 @@ static void peer_fin_after_close(struct t_creds *cr)
 	kite_ctx_destroy(cctx);
 }
 
+/* ---- Units: a head and a file range as one item, fair lanes ---- */
+
+/* Run e until the peer socket pfd has given want bytes (or 10 s). */
+static size_t read_all(struct kite_engine *e, int pfd, uint8_t *buf, size_t want)
+{
+	uint64_t until = t_now_ms() + 10000;
+	size_t have = 0;
+
+	while (have < want && t_now_ms() < until) {
+		ssize_t n;
+
+		t_ok(kite_engine_run(e, 1));
+		n = recv(pfd, buf + have, want - have, MSG_DONTWAIT);
+		if (n > 0)
+			have += (size_t)n;
+	}
+	return have;
+}
+
+/* Every bad input is an error that queues nothing and closes the fd when
+ * asked to; good units arrive exactly, head then range. */
+static void unit_calls(void)
+{
+	const uint32_t CL = KITE_UNIT_CLOSE_FD;
+	struct kite_engine_config c;
+	struct kite_engine *e;
+	struct kite_stream *s;
+	struct et_file f;
+	uint8_t big[2000], got[4096], want[4096];
+	size_t q, wl = 0;
+	int fd, sv[2];
+
+	et_make_file(&f, 65536, 31);
+	kite_engine_config_init(&c);
+	c.max_queued = 4096;
+	t_ok(kite_engine_create(&e, &c));
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		t_fail("socketpair");
+	t_ok(kite_engine_adopt(e, sv[0], &s));
+
+#define CLOSED(fd) (fcntl((fd), F_GETFD) < 0 && errno == EBADF)
+	t_assert(kite_stream_queue_unit(NULL, 1, "h", 1, -1, 0, 0, 0) == -EINVAL, "NULL stream");
+	t_assert(kite_stream_queue_unit(s, 1, NULL, 4, -1, 0, 0, 0) == -EINVAL, "NULL head");
+	t_assert(kite_stream_queue_unit(s, 1, "h", 1, -1, 0, 10, 0) == -EINVAL, "range without fd");
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 1, "h", 1, fd, -1, 10, CL) == -EINVAL, "offset -1");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -EINVAL (offset)");
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 1, "h", 1, fd, 0, 10, CL | 0x80) == -EINVAL, "flags");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -EINVAL (flags)");
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 1, "h", 1, fd, INT64_MAX - 5, 10, CL) == -EINVAL,
+		 "range past off_t");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -EINVAL (range)");
+	t_assert(kite_stream_queued(s) == 0, "an error queued %zu bytes", kite_stream_queued(s));
+	/* A head that could never fit; then all-or-nothing at the limit. */
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 1, got, sizeof(got), fd, 0, 10, CL) == -EMSGSIZE,
+		 "head over max_queued");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -EMSGSIZE");
+	memset(big, 'a', sizeof(big));
+	t_ok(kite_stream_queue_unit(s, 1, big, sizeof(big), -1, 0, 0, 0));
+	q = kite_stream_queued(s);
+	t_assert(q == sizeof(big) + 64, "queued %zu", q);
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 2, big, sizeof(big), fd, 0, 100, CL) == -ENOBUFS,
+		 "over max_queued: want -ENOBUFS");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -ENOBUFS");
+	t_assert(kite_stream_queued(s) == q, "-ENOBUFS queued something: %zu", kite_stream_queued(s));
+	/* Nothing at all, and bytes only with an empty range (fd closed). */
+	t_ok(kite_stream_queue_unit(s, 3, NULL, 0, -1, 0, 0, 0));
+	t_assert(kite_stream_queued(s) == q, "an empty unit was charged");
+	fd = dup(f.fd);
+	t_ok(kite_stream_queue_unit(s, 0, "bbbbbbbbbbbbbbbb", 16, fd, 0, 0, CL));
+	t_assert(CLOSED(fd), "bytes-only unit: CLOSE_FD must close the unused fd");
+	/* Lane 1 again: behind its first unit and behind the lane-0 bytes
+	 * (queued after the first unit had become the head item). */
+	fd = dup(f.fd);
+	t_ok(kite_stream_queue_unit(s, 1, "HDR!", 4, fd, 100, 1000, CL));
+	memcpy(want, big, sizeof(big));
+	wl = sizeof(big);
+	memset(want + wl, 'b', 16);
+	wl += 16;
+	memcpy(want + wl, "HDR!", 4);
+	wl += 4;
+	t_assert(pread(f.ref, want + wl, 1000, 100) == 1000, "ref");
+	wl += 1000;
+	t_assert(read_all(e, sv[1], got, wl) == wl, "peer got too little");
+	t_assert(!memcmp(got, want, wl), "unit bytes differ (head, lane-0 bytes, head + range)");
+	t_assert(CLOSED(fd), "CLOSE_FD: fd still open after the unit went out");
+	t_ok(kite_stream_close(s));
+	fd = dup(f.fd);
+	t_assert(kite_stream_queue_unit(s, 1, "h", 1, fd, 0, 1, CL) == -EPIPE, "after close");
+	t_assert(CLOSED(fd), "CLOSE_FD must close on -EPIPE");
+#undef CLOSED
+	close(sv[1]);
+	kite_engine_destroy(e);
+	et_close_files(&f, 1);
+	printf("unit calls: errors queue nothing, bytes exact\n");
+}
+
+/* Fairness. In one callback the server queues a big transfer on lane 1
+ * (64 KiB units), then what an HTTP/2 server queues for two more streams:
+ * HEADERS on lane 0, DATA as units on lanes 2 and 3, a control frame on
+ * lane 0. The receiver parses the stream and checks every byte, the order
+ * within each lane, HEADERS before their DATA, and that nothing small
+ * waited for lane 1 beyond the unit that had started. Over TLS the client
+ * reads record by record (RX in userspace: one GnuTLS record per
+ * kite_recv) to see that a unit's head shares records with its payload. */
+#define U_HDR 16
+#define U_BIG 65536u           /* one lane-1 unit, head included */
+#define U_SMALL 4096u          /* payload of a lane 2/3 unit */
+
+struct u_rec {
+	uint16_t lane;
+	uint32_t seq;
+	uint64_t pos;          /* stream offset of its header */
+};
+
+static struct {
+	struct et_file f;
+	unsigned nbig;
+	uint64_t small_off;    /* file offset of the small units' payloads */
+	uint64_t total;        /* bytes the server queued */
+	uint64_t per_item_records; /* records if each item is sealed on its own */
+	bool opened, closed, ktx;
+	int close_err;
+	/* Receiver. */
+	uint8_t hdr[U_HDR];
+	size_t hdr_have;
+	uint64_t pos, payload_left, payload_off;
+	struct u_rec seen[1024];
+	unsigned nseen;
+	uint64_t records, full_records;
+} U;
+
+static void u_header(uint8_t *h, uint16_t lane, uint32_t seq, uint32_t off, uint32_t len)
+{
+	memcpy(h, "UN", 2);
+	memcpy(h + 2, &lane, 2);
+	memcpy(h + 4, &seq, 4);
+	memcpy(h + 8, &off, 4);
+	memcpy(h + 12, &len, 4);
+}
+
+static void u_unit(struct kite_stream *s, uint16_t lane, uint32_t seq, uint64_t off, uint32_t len)
+{
+	uint8_t h[U_HDR];
+
+	u_header(h, lane, seq, (uint32_t)off, len);
+	if (!lane)
+		t_assert(kite_stream_send(s, h, U_HDR) == U_HDR, "lane-0 bytes");
+	else
+		t_ok(kite_stream_queue_unit(s, lane, h, U_HDR, U.f.fd, (off_t)off, len, 0));
+	U.total += U_HDR + len;
+	U.per_item_records += (U_HDR + len + 16383) / 16384;
+}
+
+static void u_open(struct kite_stream *s)
+{
+	struct kite_conn_info ci;
+
+	U.opened = true;
+	if (kite_stream_conn(s) && !kite_conn_info(kite_stream_conn(s), &ci))
+		U.ktx = ci.ktls[KITE_TX];
+	for (unsigned k = 0; k < U.nbig; k++)
+		u_unit(s, 1, k, (uint64_t)k * (U_BIG - U_HDR), U_BIG - U_HDR);
+	u_unit(s, 0, 0, 0, 0);                               /* HEADERS of stream 2 */
+	u_unit(s, 2, 0, U.small_off, U_SMALL);               /* its DATA */
+	u_unit(s, 0, 1, 0, 0);                               /* HEADERS of stream 3 */
+	u_unit(s, 3, 0, U.small_off + U_SMALL, U_SMALL);     /* its DATA */
+	u_unit(s, 2, 1, U.small_off + 2 * U_SMALL, U_SMALL); /* more DATA of stream 2 */
+	u_unit(s, 0, 2, 0, 0);                               /* a control frame */
+	t_ok(kite_stream_close(s));
+}
+
+static void u_close(struct kite_stream *s, int err)
+{
+	(void)s;
+	U.closed = true;
+	U.close_err = err;
+}
+
+/* Parse and check what arrived. */
+static void u_consume(const uint8_t *p, size_t n)
+{
+	uint8_t ref[16384];
+
+	while (n) {
+		if (!U.payload_left) {
+			size_t k = U_HDR - U.hdr_have < n ? U_HDR - U.hdr_have : n;
+			uint16_t lane;
+			uint32_t seq, off, len;
+
+			memcpy(U.hdr + U.hdr_have, p, k);
+			U.hdr_have += k;
+			p += k;
+			n -= k;
+			U.pos += k;
+			if (U.hdr_have < U_HDR)
+				return;
+			U.hdr_have = 0;
+			t_assert(!memcmp(U.hdr, "UN", 2), "no unit header at stream offset %llu",
+				 (unsigned long long)(U.pos - U_HDR));
+			memcpy(&lane, U.hdr + 2, 2);
+			memcpy(&seq, U.hdr + 4, 4);
+			memcpy(&off, U.hdr + 8, 4);
+			memcpy(&len, U.hdr + 12, 4);
+			t_assert(U.nseen < sizeof(U.seen) / sizeof(U.seen[0]), "too many units");
+			U.seen[U.nseen++] = (struct u_rec){lane, seq, U.pos - U_HDR};
+			U.payload_left = len;
+			U.payload_off = off;
+			continue;
+		}
+		{
+			size_t k = U.payload_left < n ? (size_t)U.payload_left : n;
+
+			if (k > sizeof(ref))
+				k = sizeof(ref);
+			t_assert(pread(U.f.ref, ref, k, (off_t)U.payload_off) == (ssize_t)k, "ref");
+			t_assert(!memcmp(ref, p, k), "payload differs at stream offset %llu",
+				 (unsigned long long)U.pos);
+			U.payload_left -= k;
+			U.payload_off += k;
+			U.pos += k;
+			p += k;
+			n -= k;
+		}
+	}
+}
+
+/* Where (index in arrival order) unit lane/seq arrived; fails if never. */
+static unsigned u_index(uint16_t lane, uint32_t seq)
+{
+	for (unsigned i = 0; i < U.nseen; i++)
+		if (U.seen[i].lane == lane && U.seen[i].seq == seq)
+			return i;
+	t_fail("unit lane %u seq %u never arrived", lane, seq);
+}
+
+static void unit_fairness(bool tls, struct t_creds *cr)
+{
+	struct kite_ctx *sctx = tls ? t_server_ctx(cr, NULL, KITE_KTLS_DEFAULT) : NULL;
+	/* Client RX in userspace: GnuTLS returns one record per call. */
+	struct kite_ctx *cctx = tls ? t_client_ctx(NULL, KITE_KTLS_TX) : NULL;
+	long long tx0 = t_tls_stat("TlsTxSw");
+	struct kite_engine_config c;
+	struct kite_engine_stats st;
+	struct kite_engine *e;
+	struct kite_conn *cc = NULL;
+	uint8_t *buf = malloc(1 << 17);
+	int fds[2], r = -EAGAIN;
+	uint64_t until, user_bytes;
+	unsigned i2, i3, h2, h3, c0, first_big_after;
+	bool uring = strncmp(et_rung(), "epoll", 5) != 0;
+
+	memset(&U, 0, sizeof(U));
+	U.nbig = (unsigned)(et_scaled(8u << 20, 1u << 20) / U_BIG);
+	U.small_off = (uint64_t)U.nbig * (U_BIG - U_HDR);
+	et_make_file(&U.f, U.small_off + 3 * U_SMALL, 41);
+	kite_engine_config_init(&c);
+	c.ctx = sctx;
+	c.on_open = u_open;
+	c.on_close = u_close;
+	t_ok(kite_engine_create(&e, &c));
+	t_tcp_pair(fds);
+	t_ok(kite_engine_adopt(e, fds[1], NULL));
+	until = t_now_ms() + 20000;
+	if (tls) {
+		t_assert(fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0, "nonblock");
+		t_ok(kite_conn_create(&cc, cctx, fds[0]));
+		while ((r = kite_handshake(cc)) == -EAGAIN && t_now_ms() < until)
+			t_ok(kite_engine_run(e, 1));
+		t_ok(r);
+	}
+	until = t_now_ms() + 60000;
+	while (t_now_ms() < until) {
+		ssize_t n;
+
+		t_ok(kite_engine_run(e, 0));
+		if (tls) {
+			n = kite_recv(cc, buf, 1 << 17);
+		} else {
+			n = recv(fds[0], buf, 1 << 17, MSG_DONTWAIT);
+			if (n < 0)
+				n = errno == EAGAIN ? -EAGAIN : -errno;
+		}
+		if (n == -EAGAIN) {
+			t_ok(kite_engine_run(e, 1));
+			continue;
+		}
+		if (n <= 0)
+			break;
+		U.records++;
+		U.full_records += n == 16384;
+		u_consume(buf, (size_t)n);
+	}
+	/* Our end too: the server lingers for it after its own. */
+	(void)shutdown(fds[0], SHUT_WR);
+	for (int i = 0; i < 200 && !U.closed; i++)
+		t_ok(kite_engine_run(e, 5));
+	t_ok(kite_engine_stats(e, &st));
+	t_assert(U.closed && U.close_err == 0, "server closed %d with %d", U.closed, U.close_err);
+	t_assert(U.pos == U.total && !U.payload_left && !U.hdr_have,
+		 "received %llu of %llu bytes", (unsigned long long)U.pos, (unsigned long long)U.total);
+	t_assert(U.nseen == U.nbig + 6, "%u units, want %u", U.nseen, U.nbig + 6);
+
+	/* Order within each lane, and lane 0 FIFO. */
+	for (unsigned k = 1; k < U.nbig; k++)
+		t_assert(u_index(1, k - 1) < u_index(1, k), "lane 1 out of order at %u", k);
+	h2 = u_index(0, 0);
+	h3 = u_index(0, 1);
+	c0 = u_index(0, 2);
+	i2 = u_index(2, 0);
+	i3 = u_index(3, 0);
+	t_assert(h2 < h3 && h3 < c0, "lane 0 not FIFO: %u %u %u", h2, h3, c0);
+	t_assert(i2 < u_index(2, 1), "lane 2 out of order");
+	/* Bytes queued on lane 0 before a unit precede it. */
+	t_assert(h2 < i2 && h3 < i3, "HEADERS after their DATA: %u/%u, %u/%u", h2, i2, h3, i3);
+	/* Lane 0 first, then the small units, all right behind the lane-1
+	 * unit that was the head item; none waited for the rest of lane 1. */
+	t_assert(U.seen[0].lane == 1 && U.seen[0].seq == 0, "first unit: lane %u seq %u",
+		 U.seen[0].lane, U.seen[0].seq);
+	t_assert(U.seen[h2].pos == U_BIG, "lane-0 bytes at stream offset %llu, want %u",
+		 (unsigned long long)U.seen[h2].pos, U_BIG);
+	first_big_after = u_index(1, 1);
+	t_assert(c0 < i2 && i2 < first_big_after && i3 < first_big_after &&
+		 u_index(2, 1) < first_big_after,
+		 "small units behind lane 1: lane-0 %u, lane 2 at %u and %u, lane 3 at %u, lane 1 #1 at %u",
+		 c0, i2, u_index(2, 1), i3, first_big_after);
+
+	printf("units (%s, %s): %u units, %llu bytes; lane 0 at offset %llu, lanes 2 and 3 done by "
+	       "%llu of %llu; %llu records (%llu full)\n", tls ? "TLS" : "plaintext",
+	       U.ktx ? "kernel TX" : tls ? "userspace TX" : "no TLS", U.nseen,
+	       (unsigned long long)U.total, (unsigned long long)U.seen[h2].pos,
+	       (unsigned long long)U.seen[first_big_after].pos, (unsigned long long)U.total,
+	       (unsigned long long)U.records, (unsigned long long)U.full_records);
+	for (int p = 0; p < KITE_PATH_COUNT; p++)
+		if (st.path[p].bytes)
+			printf("  path %-15s %10llu bytes, %llu items\n",
+			       kite_engine_path_name((enum kite_engine_path)p),
+			       (unsigned long long)st.path[p].bytes, (unsigned long long)st.path[p].requests);
+
+	user_bytes = U.total - 3 * U_HDR; /* the units' heads and payloads */
+	if (tls && !U.ktx) {
+		/* Userspace records: each unit sealed as one plaintext, so a
+		 * head never makes a record of its own, and its bytes count on
+		 * the userspace path with the payload. */
+		t_assert(st.path[KITE_PATH_USER].bytes == user_bytes &&
+			 st.path[KITE_PATH_SEND].bytes == 3 * U_HDR,
+			 "paths: userspace-tls %llu (want %llu), send %llu (want %u)",
+			 (unsigned long long)st.path[KITE_PATH_USER].bytes, (unsigned long long)user_bytes,
+			 (unsigned long long)st.path[KITE_PATH_SEND].bytes, 3 * U_HDR);
+		t_assert(U.records == U.per_item_records, "%llu records, want %llu (one record stream "
+			 "per unit)", (unsigned long long)U.records,
+			 (unsigned long long)U.per_item_records);
+	}
+	if (tls && U.ktx) {
+		uint64_t sum = 0;
+
+		for (int p = 0; p < KITE_PATH_COUNT; p++)
+			sum += st.path[p].bytes;
+		t_assert(sum == U.total, "paths carried %llu of %llu bytes", (unsigned long long)sum,
+			 (unsigned long long)U.total);
+		t_assert(t_tls_stat("TlsTxSw") > tx0, "tls_stat TlsTxSw did not move (%lld)", tx0);
+		if (uring) {
+			/* Big units spliced, small ones through a buffer, every
+			 * piece with "more follows" while something is queued
+			 * behind it: the kernel fills every record but the last. */
+			t_assert(st.path[KITE_PATH_KTLS_SPLICE].bytes > 0 &&
+				 st.path[KITE_PATH_KTLS_COPY].bytes > 0, "no ktls-splice or ktls-copy bytes");
+			t_assert(U.records == (U.total + 16383) / 16384,
+				 "%llu records for %llu bytes: a unit's head or a piece ended a record early",
+				 (unsigned long long)U.records, (unsigned long long)U.total);
+		} else {
+			/* sendfile(2) ends a record with each call (and a call
+			 * cut short by a full socket ends one early), so records
+			 * are not counted here. */
+			t_assert(st.path[KITE_PATH_KTLS_SENDFILE].bytes > 0, "no ktls-sendfile bytes");
+		}
+	}
+	if (tls && t_require_ktls())
+		t_assert(U.ktx, "server TX not offloaded");
+	kite_engine_destroy(e);
+	kite_conn_destroy(cc);
+	close(fds[0]);
+	et_close_files(&U.f, 1);
+	free(buf);
+	kite_ctx_destroy(sctx);
+	kite_ctx_destroy(cctx);
+}
+
 /* Both engines on this thread, turn by turn (run(e, 1)): no thread ever
  * blocks in io_uring_enter while the other needs to run. valgrind (3.19)
  * keeps its big lock across io_uring_enter, so this is the shape it can
@@ -640,6 +1034,9 @@ int main(int argc, char **argv)
 	t_make_creds(&cr);
 	tls_after_first_bytes(&cr);
 	peer_fin_after_close(&cr);
+	unit_calls();
+	unit_fairness(false, &cr);
+	unit_fairness(true, &cr);
 	engine_client(true, &cr);
 	engine_client(false, &cr);
 	printf("ok (KITE_ENGINE=%s)\n", et_rung());
