@@ -6,7 +6,8 @@
  * connection's promises: nothing is queued after the end, every file range
  * it hands over is open and inside its file, and the bytes it queues are a
  * well-formed sequence of HTTP/2 frames (each header's length is what
- * follows it; no frame beyond the default SETTINGS_MAX_FRAME_SIZE).
+ * follows it; no frame beyond the default SETTINGS_MAX_FRAME_SIZE), with
+ * every unit (queued on a stream's lane) whole frames.
  *
  * Input: byte 0 picks the read size (1..64, or 0: all at once), byte 1
  * bit 0 picks where file payloads go (1: queued as file ranges, the kernel
@@ -30,6 +31,8 @@ struct sink {
 	uint32_t frame_left; /* payload bytes of the current frame still due */
 	uint8_t hdr[9];      /* a frame header arriving in pieces */
 	unsigned hdr_len;
+	int pend[64];        /* descriptors queued ranges name, until the drain */
+	unsigned npend;
 };
 
 static void bad(const char *what)
@@ -93,6 +96,51 @@ static int f_sendfile(void *t, int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* A unit may be sent in between other queued bytes (lanes): it must be
+ * whole frames, starting and ending at a frame boundary. */
+static int f_unit(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
+		  uint64_t len)
+{
+	struct sink *k = t;
+	struct stat st;
+
+	if (k->ended || !lane || !head_len)
+		bad("unit after the end, on lane 0, or without a frame header");
+	if (k->frame_left || k->hdr_len)
+		bad("unit queued in the middle of a frame");
+	frames(k, head, head_len);
+	if (fd >= 0) {
+		if (fstat(fd, &st) || !S_ISREG(st.st_mode) || off + len > (uint64_t)st.st_size)
+			bad("unit with a bad range");
+		if (len > k->frame_left)
+			bad("unit range runs past its DATA frame");
+		frames(k, NULL, len); /* fd stays h2.c's until the drain */
+		if (k->npend < sizeof(k->pend) / sizeof(k->pend[0]))
+			k->pend[k->npend++] = fd;
+	}
+	if (k->frame_left || k->hdr_len)
+		bad("unit ends in the middle of a frame");
+	k->queued += head_len + len;
+	return 0;
+}
+
+/* A descriptor a queued range names must stay open until the drain. */
+static void pending_open(const struct sink *k)
+{
+	for (unsigned i = 0; i < k->npend; i++)
+		if (fcntl(k->pend[i], F_GETFD) < 0)
+			bad("a queued range's descriptor was closed before the drain");
+}
+
+/* The transport drained: what it named may go. */
+static void drain(struct sink *k, struct h2conn *h, uint64_t now)
+{
+	pending_open(k);
+	k->queued = 0;
+	k->npend = 0;
+	h2_drained(h, now);
+}
+
 static void f_close(void *t)
 {
 	struct sink *k = t;
@@ -122,7 +170,7 @@ static size_t f_queued(void *t)
 }
 
 static const struct sess_transport tp = {
-	.send = f_send, .sendfile = f_sendfile, .close = f_close, .abort = f_abort,
+	.send = f_send, .sendfile = f_sendfile, .unit = f_unit, .close = f_close, .abort = f_abort,
 	.answered = f_answered, .queued = f_queued,
 };
 
@@ -184,22 +232,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			;
 		if (j)
 			h2_data(h, data + i, j, now);
+		pending_open(&k);
 		i += j;
 		if (i < size && data[i] == 0xff && !k.ended) {
 			i++;
-			k.queued = 0;
-			h2_drained(h, now);
+			drain(&k, h, now);
 		}
 		now += 7;
 		if (!k.ended)
 			h2_tick(h, now);
+		pending_open(&k);
 	}
 	if (!k.ended) {
 		h2_data(h, NULL, 0, now); /* the client's end */
-		for (int round = 0; !k.ended && k.queued && round < 10000; round++) {
-			k.queued = 0;
-			h2_drained(h, now);
-		}
+		pending_open(&k);
+		for (int round = 0; !k.ended && k.queued && round < 10000; round++)
+			drain(&k, h, now);
 	}
 	if (k.ended && !k.aborted && (k.hdr_len || k.frame_left))
 		bad("the connection ended inside a frame");

@@ -374,6 +374,27 @@ def frames_multiplex(t, srv):
     c.close()
 
 
+def frames_open_windows(t, srv):
+    # Windows wide open: flow control no longer bounds what of a big body
+    # waits in the server (file ranges cost its queue a few bytes each),
+    # so a small response asked for later must be let through by the
+    # server's own queue: each stream's DATA on its own lane, HEADERS first.
+    c = H2(srv, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1})
+    c.c.increment_flow_control_window((1 << 31) - 1 - 65535)
+    c.flush()
+    big = c.get(BIGFILE)
+    c.until(lambda: len(c.bodies[big]) > (256 << 10), "the big body to flow")
+    small = c.get("small.txt")
+    c.until(lambda: small in c.ended, "the small response")
+    check(bytes(c.bodies[small]) == t.files["small.txt"], "small body")
+    # What socket buffers hold can be ahead of it, not the rest of 64 MiB.
+    got = len(c.bodies[big])
+    check(got < (16 << 20), "small response waited for %d bytes of the big one" % got)
+    c.c.reset_stream(big)
+    c.flush()
+    c.close()
+
+
 def frames_flow(t, srv):
     # A 1000-byte window: the server must stop at it and go on when it opens.
     c = H2(srv, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
@@ -453,6 +474,7 @@ def group_frames(t):
         return
     srv = Server(t, "h2frames")
     t.step("h2 multiplex+fairness", frames_multiplex, t, srv)
+    t.step("h2 fairness, open windows", frames_open_windows, t, srv)
     t.step("h2 flow control", frames_flow, t, srv)
     t.step("h2 ping, rst_stream", frames_ping_reset, t, srv)
     t.step("h2 goaway on SIGTERM", frames_goaway_on_term, t)

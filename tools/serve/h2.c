@@ -3,7 +3,6 @@
 #include "h2.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +16,20 @@
 #define FRAME_HD 9
 /* A DATA frame's header and payload fill one record exactly. */
 #define DATA_MAX (OUT_CAP - FRAME_HD)
-/* Bytes waiting in the transport before no more frames are made: what one
- * stream can put ahead of another's first frame (fairness: nghttp2 takes
- * turns between streams frame by frame, this bounds the queue below it). */
-#define QUEUE_MAX (256u << 10)
+/* Bytes waiting in the transport (copies and a small charge per frame)
+ * before no more frames are made: a bound on memory, not on fairness, which
+ * is the engine's (each stream's DATA on its own lane). Below half of the
+ * engine's default max_queued (1 MiB), where it would stop reading the
+ * client, with room for one more frame. */
+#define QUEUE_MAX (384u << 10)
 /* File payloads below this are read into the buffer even on kernel TLS:
  * a queued file range costs more than copying a few pages. */
 #define DIRECT_MIN 4096
+/* Streams, open or ended, whose file a queued range names: an ended
+ * stream's file stays open until the transport has drained. Past this many
+ * payloads are read behind their header instead, so a connection holds a
+ * bounded number of descriptors whatever its streams do. */
+#define FDQ_MAX 64
 #define NV_MAX 24
 /* A header list this many times over the limit is an attack, not a big
  * cookie: the connection ends instead of the stream getting 431. */
@@ -48,6 +54,7 @@ struct h2stream {
 	size_t list_bytes;               /* decoded header list, RFC 9113 6.5.2 sizes */
 	struct { uint32_t off, len; bool set; } f[HF_COUNT];
 	bool has_body, too_big, answered;
+	bool fd_queued;                  /* a queued range names res.fd */
 	bool ae_split;                   /* accept-encoding came twice */
 	struct response res;
 	char status[4];
@@ -86,6 +93,9 @@ struct h2conn {
 	size_t out_len;
 	char *out;            /* OUT_CAP bytes while frames are made, else NULL:
 			       * an idle connection keeps no 16 KiB buffer */
+	int retired[FDQ_MAX]; /* files of ended streams, open until the drain */
+	unsigned nretired;
+	unsigned nfdq;        /* open streams with fd_queued */
 };
 
 static const char *const limit_names[H2L_COUNT] = {
@@ -152,52 +162,67 @@ static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
 	return (ssize_t)n;
 }
 
-/* A DATA frame whose payload is file bytes (NGHTTP2_DATA_FLAG_NO_COPY):
- * the frame header goes into the buffer, then the payload either follows
- * it there (one record on userspace TLS) or is queued as a file range
- * right behind it (kernel TLS: spliced into the header's record). */
+/* A DATA frame whose payload is file bytes (NGHTTP2_DATA_FLAG_NO_COPY),
+ * queued as one unit on the lane of its stream: the engine interleaves
+ * streams fairly, keeps each stream's frames in order, and sends lane 0
+ * (HEADERS, control frames: on_send) first and in order. Where the kernel
+ * encrypts the payload is a file range behind the 9-byte header (the
+ * kernel packs both into one record); otherwise it is read behind the
+ * header. A body that is one small frame stays with the lane-0 frames, so
+ * small responses of several streams share one record-sized send: no
+ * earlier frame of its stream can be queued behind it. */
 static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
 			size_t len, nghttp2_data_source *src, void *user)
 {
 	struct h2conn *h = user;
 	struct h2stream *st = src->ptr;
 	uint64_t off = st->res.offset + st->done;
-	bool direct = h->file_direct && len >= DIRECT_MIN;
-	int fd, r;
+	bool direct = h->file_direct && len >= DIRECT_MIN &&
+		      (st->fd_queued || h->nretired + h->nfdq < FDQ_MAX);
+	bool whole = !st->done && len == st->left && !direct;
+	int r;
 
 	(void)ng, (void)frame; /* no padding callback: padlen is 0 */
 	if (h->err || !out_buf(h))
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	if (backlog(h) >= QUEUE_MAX)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	if (h->out_len + FRAME_HD + (direct ? 0 : len) > OUT_CAP && flush(h))
+	/* Lane-0 frames made so far go first: this stream's HEADERS precede
+	 * its DATA (and a HEADERS block stays in HPACK order). */
+	if (!(whole && h->out_len + FRAME_HD + len <= OUT_CAP) && flush(h))
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	memcpy(h->out + h->out_len, framehd, FRAME_HD);
-	h->out_len += FRAME_HD;
-	if (!direct) {
-		/* A file cut short leaves a frame that cannot be finished:
-		 * the connection ends, as HTTP/1.1 ends it (never wrong bytes). */
-		if (!sess_pread_all(st->res.fd, h->out + h->out_len, len, off)) {
-			h->err = -ENODATA;
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		}
-		h->out_len += len;
-	} else {
-		/* The transport closes its own descriptor when the range has
-		 * gone out, so a reset stream frees its file at once. */
-		fd = fcntl(st->res.fd, F_DUPFD_CLOEXEC, 0);
-		if (fd < 0 || flush(h)) {
-			if (fd >= 0)
-				close(fd);
-			h->err = h->err ? h->err : -errno;
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		}
-		r = h->tp->sendfile(h->t, fd, off, len);
+	if (direct) {
+		/* The range names the stream's own descriptor (no copy per
+		 * frame): it stays open until the transport has drained,
+		 * even after the stream ends (stream_free). */
+		r = h->tp->unit(h->t, (uint32_t)st->id, framehd, FRAME_HD, st->res.fd, off, len);
 		if (r) {
 			h->err = r;
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
 		}
+		if (!st->fd_queued)
+			h->nfdq++;
+		st->fd_queued = true;
 		h->cfg->stats->data_file_frames++;
+	} else {
+		size_t at = h->out_len;
+
+		memcpy(h->out + at, framehd, FRAME_HD);
+		/* A file cut short leaves a frame that cannot be finished:
+		 * the connection ends, as HTTP/1.1 ends it (never wrong bytes). */
+		if (!sess_pread_all(st->res.fd, h->out + at + FRAME_HD, len, off)) {
+			h->err = -ENODATA;
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		}
+		if (whole) {
+			h->out_len += FRAME_HD + len; /* goes with the lane-0 frames */
+		} else {
+			r = h->tp->unit(h->t, (uint32_t)st->id, h->out, FRAME_HD + len, -1, 0, 0);
+			if (r) {
+				h->err = r;
+				return NGHTTP2_ERR_CALLBACK_FAILURE;
+			}
+		}
 	}
 	st->done += len;
 	st->left -= len;
@@ -448,6 +473,14 @@ static void log_stream(struct h2conn *h, struct h2stream *st)
 	h->cfg->stats->streams++;
 }
 
+
+/* The files of ended streams, once nothing queued names them. */
+static void retired_close(struct h2conn *h)
+{
+	while (h->nretired)
+		close(h->retired[--h->nretired]);
+}
+
 static void stream_free(struct h2conn *h, struct h2stream *st)
 {
 	if (st->prev)
@@ -456,6 +489,15 @@ static void stream_free(struct h2conn *h, struct h2stream *st)
 		h->streams = st->next;
 	if (st->next)
 		st->next->prev = st->prev;
+	if (st->fd_queued) {
+		/* Ranges of this file may still wait in the transport: closed
+		 * after its drain, never before (a reused number would send
+		 * another file's bytes). on_send_data kept a slot free. */
+		h->nfdq--;
+		if (st->res.fd >= 0)
+			h->retired[h->nretired++] = st->res.fd;
+		st->res.fd = -1;
+	}
 	response_clear(&st->res);
 	free(st->hb);
 	free(st);
@@ -727,6 +769,7 @@ void h2_destroy(struct h2conn *h)
 	}
 	while (h->streams)
 		stream_free(h, h->streams);
+	retired_close(h); /* the transport has ended: nothing names them */
 	free(h->out);
 	free(h);
 }
@@ -779,6 +822,9 @@ void h2_data(struct h2conn *h, const void *buf, size_t len, uint64_t now)
 void h2_drained(struct h2conn *h, uint64_t now)
 {
 	h->now = now;
+	/* Nothing queued names an ended stream's file any more. */
+	if (!h->tp->queued || !h->tp->queued(h->t))
+		retired_close(h);
 	pump(h);
 }
 

@@ -81,9 +81,13 @@ struct h2_config {
 struct h2conn;
 
 /*
- * A connection that negotiated h2. file_direct: file ranges go to the
- * transport's sendfile (kernel TLS TX); otherwise they are read into the
- * frames' buffer. queued(t) tells how many bytes wait in the transport.
+ * A connection that negotiated h2. Every DATA frame of a file body is
+ * queued with the transport's unit() on the lane of its stream (a body of
+ * one small frame goes with the lane-0 frames). file_direct: the payload
+ * is a file range behind the frame header (kernel TLS TX); otherwise it is
+ * read behind the header; a range names the stream's own descriptor, which
+ * stays open after the stream ends until h2_drained() (transport empty) or
+ * h2_destroy(). queued(t) tells how many bytes wait in the transport.
  * Returns NULL without memory.
  */
 struct h2conn *h2_create(const struct h2_config *cfg, const struct sess_transport *tp, void *t,

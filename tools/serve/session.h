@@ -36,6 +36,14 @@ struct sess_transport {
 	/* Queue len bytes of fd from off; owns fd from now on (closes it on
 	 * every path). 0 or -errno. */
 	int (*sendfile)(void *t, int fd, uint64_t off, uint64_t len);
+	/* Queue a copy of head, then len bytes of fd from off (fd -1 and len
+	 * 0: only the head), as one unit on lane (kite_stream_queue_unit():
+	 * lane 0 is send()'s, in order and first; other lanes share the
+	 * connection fairly, each in order). fd stays the caller's, who keeps
+	 * it open until the transport has drained or ended. 0 or -errno. May
+	 * be NULL where nothing uses lanes (HTTP/1.1). */
+	int (*unit)(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
+		    uint64_t len);
 	/* End after the queue has gone out. */
 	void (*close)(void *t);
 	/* End now with a reset. */

@@ -85,6 +85,18 @@ static int t_sendfile(void *t, int fd, uint64_t off, uint64_t len)
 	return r;
 }
 
+static int t_unit(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
+		  uint64_t len)
+{
+	struct conn *c = t;
+	/* fd stays the caller's until on_drain or on_close (h2.c keeps it). */
+	int r = kite_stream_queue_unit(c->s, lane, head, head_len, fd, (off_t)off, (size_t)len, 0);
+
+	if (!r)
+		c->queued += head_len + len;
+	return r;
+}
+
 static void t_close(void *t)
 {
 	struct conn *c = t;
@@ -202,6 +214,7 @@ static size_t t_queued(void *t)
 static const struct sess_transport stream_transport = {
 	.send = t_send,
 	.sendfile = t_sendfile,
+	.unit = t_unit,
 	.close = t_close,
 	.abort = t_abort,
 	.answered = t_answered,
