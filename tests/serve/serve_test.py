@@ -1326,21 +1326,27 @@ class Test:
                     print("--- %s stderr:\n%s" % (s.dir, err[-1500:]))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def group_main(doc, groups, what):
+    """A driver's command line: --kite-serve, --engine and the groups to
+    run (each a function of the Test); the exit status."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--kite-serve", required=True)
     ap.add_argument("--engine", choices=["uring", "uring-basic", "epoll"],
                     help="force the engine rung (KITE_ENGINE)")
-    ap.add_argument("groups", nargs="+", choices=sorted(GROUPS))
+    ap.add_argument("groups", nargs="+", choices=sorted(groups))
     args = ap.parse_args()
     if not os.path.exists(args.kite_serve):
         print("kite-serve not built: %s" % args.kite_serve)
         return 77
     t = Test(args)
-    print("kite-serve tests: %s%s%s" % (" ".join(args.groups),
-                                        " engine=" + args.engine if args.engine else "",
-                                        " (kTLS required)" if REQUIRE_KTLS else ""))
-    return t.run([("group " + g, GROUPS[g], t) for g in args.groups])
+    print("%s: %s%s%s" % (what, " ".join(args.groups),
+                          " engine=" + args.engine if args.engine else "",
+                          " (kTLS required)" if REQUIRE_KTLS else ""))
+    return t.run([("group " + g, groups[g], t) for g in args.groups])
+
+
+def main():
+    return group_main(__doc__, GROUPS, "kite-serve tests")
 
 
 if __name__ == "__main__":
