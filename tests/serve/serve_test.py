@@ -1232,10 +1232,11 @@ def lifecycle_metrics(t):
 
 def lifecycle_inline(t):
     """A small body rides in the head's record (path "send", no file path);
-    --inline-max 0 sends it through the engine's file path instead."""
+    --inline-max 0 with the file cache off sends it through the engine's file
+    path instead."""
     for limit in ("16384", "0"):
         srv = Server(t, "inline-" + limit, ["--metrics-listen", "127.0.0.1:0",
-                                            "--inline-max", limit])
+                                            "--inline-max", limit, "--file-cache", "0"])
         for _ in range(4):
             st_, _, body = get(srv, "/f5000.bin")
             check(st_ == 200 and body == t.files["f5000.bin"], "GET f5000.bin")

@@ -68,6 +68,14 @@ static void usage(FILE *f)
 "  --pipeline N             pipelined requests answered ahead (default 16)\n"
 "  --inline-max BYTES       file bodies read and sent in the head's record\n"
 "                           (default 16384, the most one record holds; 0: never)\n"
+"                           when the file cache does not hold them in memory\n"
+"  --file-cache N           open files kept per worker thread: descriptor, stat,\n"
+"                           ETag (default 1024; 0: open every file per request)\n"
+"  --file-cache-valid SECS  a cached file is trusted this long, then its path is\n"
+"                           looked up again and a changed file reopened (default 1)\n"
+"  --small-file-max BYTES   cached files up to this size are kept in memory and\n"
+"                           sent with the head, no file I/O (default 15360, so\n"
+"                           head and body fit one TLS record; 0: none)\n"
 "  --http2 on|off           offer HTTP/2 (ALPN h2) next to HTTP/1.1 (default on)\n"
 "  --h2-max-streams N       concurrent HTTP/2 streams per connection (default 128)\n"
 "  --h2-max-requests N      HTTP/2 streams per connection, then GOAWAY (default 10000)\n"
@@ -322,6 +330,11 @@ static const struct flag flags[] = {
 	 "want 0 .. 1048576"},
 	{"pipeline", F_UINT, FIELD(pipeline), 1, 1024, NULL, false, "want 1 .. 1024"},
 	{"inline-max", F_UINT, FIELD(inline_max), 0, 16384, NULL, false, "want 0 .. 16384"},
+	{"file-cache", F_UINT, FIELD(file_cache), 0, 1u << 20, NULL, false, "want 0 .. 1048576"},
+	{"file-cache-valid", F_SECS, FIELD(file_cache_valid_ms), 0, 0, NULL, false,
+	 "want seconds"},
+	{"small-file-max", F_UINT, FIELD(small_file_max), 0, 1u << 20, NULL, false,
+	 "want 0 .. 1048576"},
 	{"http2", F_FN, 0, 0, 0, set_http2, false, "want on or off"},
 	{"h2-max-streams", F_UINT, FIELD(h2_max_streams), 1, 1u << 16, NULL, false,
 	 "want 1 .. 65536"},
@@ -364,6 +377,10 @@ static void defaults(struct serve_config *c)
 	c->max_conns_per_ip = 256;
 	c->pipeline = 16;
 	c->inline_max = 16384;
+	c->file_cache = 1024;
+	c->file_cache_valid_ms = 1000;
+	/* One TLS record holds 16 KiB of plaintext; a head stays under 1 KiB. */
+	c->small_file_max = 16384 - RESPONSE_HEAD_MAX;
 	c->backlog = 1024;
 	c->http2 = true;
 	c->h2_max_streams = 128;

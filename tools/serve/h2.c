@@ -408,7 +408,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 
 	(void)ng, (void)id, (void)user;
 	if (st->res.fd < 0) {
-		/* A short constant body (errors): copied. */
+		/* A body in memory (errors, a cached small file): copied. */
 		memcpy(buf, st->res.body + st->done, (size_t)n);
 		st->done += n;
 		st->left -= n;
@@ -443,7 +443,8 @@ static void answer(struct h2conn *h, struct h2stream *st)
 	st->answered = true;
 	st->when = time(NULL);
 	build_request(st, &req);
-	respond(h->cfg->rp, status ? NULL : &req, status, st->when, &st->res);
+	/* A cached small file comes back as res.body: read_body copies it. */
+	respond_with(h->cfg->rp, h->cfg->fc, status ? NULL : &req, status, st->when, &st->res);
 	head_to_nv(st);
 	st->left = st->res.fd >= 0 ? st->res.length : st->res.body ? st->res.body_len : 0;
 	st->progress_at = h->now;

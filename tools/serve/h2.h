@@ -69,6 +69,7 @@ struct h2_stats {
 struct h2_config {
 	const struct responder *rp;
 	size_t inline_max;        /* a body up to this is read into the frames' buffer */
+	struct filecache *fc;     /* this thread's open-file cache, or NULL */
 	unsigned max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS */
 	unsigned max_requests;    /* streams per connection, then GOAWAY NO_ERROR */
 	unsigned resets_per_s;    /* client resets tolerated per second */

@@ -165,6 +165,8 @@ static void sum(struct server *srv, struct serve_stats *t)
 		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
 		ADD(h2.conns); ADD(h2.streams); ADD(h2.resets_in); ADD(h2.goaway_out);
 		ADD(h2.data_frames); ADD(h2.data_file_frames);
+		ADD(fc.hits); ADD(fc.misses); ADD(fc.evictions); ADD(fc.invalidations);
+		ADD(fc.entries); ADD(fc.fds); ADD(fc.mem_bytes);
 #undef ADD
 		if (s->eng.peak_queued > t->eng.peak_queued)
 			t->eng.peak_queued = s->eng.peak_queued;
@@ -257,6 +259,20 @@ static const struct scalar scalars[] = {
 	   "HTTP/2 DATA frames of file bodies sent."),
 	SC("kite_http2_data_file_frames_total", "counter", h2.data_file_frames,
 	   "Of those, frames whose payload was queued as a file range (no copy)."),
+	SC("kite_file_cache_hits_total", "counter", fc.hits,
+	   "Requests answered from the open-file cache (no lookup; the path looked up again "
+	   "past --file-cache-valid and found unchanged counts too)."),
+	SC("kite_file_cache_misses_total", "counter", fc.misses,
+	   "Files opened and put in the open-file cache."),
+	SC("kite_file_cache_evictions_total", "counter", fc.evictions,
+	   "Open-file cache entries dropped for room (least recently used)."),
+	SC("kite_file_cache_invalidations_total", "counter", fc.invalidations,
+	   "Open-file cache entries dropped because the file changed or went away."),
+	SC("kite_file_cache_entries", "gauge", fc.entries, "Files in the open-file caches now."),
+	SC("kite_file_cache_open_fds", "gauge", fc.fds,
+	   "Descriptors the open-file caches hold open now."),
+	SC("kite_file_cache_memory_bytes", "gauge", fc.mem_bytes,
+	   "Small files' bytes the open-file caches hold in memory now."),
 };
 #undef SC
 

@@ -12,6 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "filecache.h"
+
 const char *http_status_text(int status)
 {
 	switch (status) {
@@ -215,6 +217,13 @@ void response_clear(struct response *res)
 	if (res->fd >= 0)
 		close(res->fd);
 	res->fd = -1;
+	if (res->ent) {
+		/* The body was the cache entry's bytes. */
+		fc_entry_put(res->ent);
+		res->ent = NULL;
+		res->body = NULL;
+		res->body_len = 0;
+	}
 }
 
 int responder_root(const struct responder *rp, const char *host, size_t n)
@@ -273,15 +282,12 @@ static struct http_str request_host(const struct http_request *req)
  * was left behind by an edit and would serve stale bytes). Returns the
  * coding's name, or NULL to serve FILE itself. Never compresses anything.
  */
-static const char *pick_encoded(int root, const char *path, const struct http_str *ae,
+static const char *pick_encoded(int root, const char *path, const unsigned *order, int n,
 				int *fd, struct stat *st)
 {
-	unsigned order[2];
-	int n = http_accept_encoding(ae->p, ae->n, HTTP_CE_BR | HTTP_CE_GZIP, order);
-
 	for (int i = 0; i < n; i++) {
 		const char *ext = order[i] == HTTP_CE_BR ? ".br" : ".gz";
-		char name[sizeof(((struct response *)0)->path) + 4];
+		char name[FC_PATH_MAX + 4];
 		struct stat est;
 		int efd;
 
@@ -336,16 +342,15 @@ static int fd_stat(int fd, struct stat *st)
 }
 
 /* A directory's index.html in place of dfd (closed here), its name added to
- * res->path. The file's fd, or -errno: a missing index is -EACCES, since
+ * path. The file's fd, or -errno: a missing index is -EACCES, since
  * kite-serve lists no directories. */
-static int open_index(int dfd, struct response *res, struct stat *st)
+static int open_index(int dfd, char *path, size_t cap, struct stat *st)
 {
 	int fd = openat(dfd, "index.html", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 
 	fd = fd < 0 ? (errno == ENOENT ? -EACCES : -errno) : fd_stat(fd, st);
 	close(dfd);
-	snprintf(res->path + strlen(res->path), sizeof(res->path) - strlen(res->path),
-		 "%sindex.html", res->path[0] ? "/" : "");
+	snprintf(path + strlen(path), cap - strlen(path), "%sindex.html", path[0] ? "/" : "");
 	return fd;
 }
 
@@ -357,41 +362,51 @@ static size_t target_path_len(const struct http_request *req)
 	return q ? (size_t)(q - req->target.p) : req->target.n;
 }
 
-/* Open the regular file res->path names under the request's site root (a
- * directory's index.html); fd, st and root are its. false when res holds
- * the answer already: a redirect to the directory's slash form, or an error. */
-static bool open_target(const struct responder *rp, const struct http_request *req, bool head,
-			time_t now, struct response *res, int *root, int *fdp, struct stat *st)
+/* A directory asked for without its trailing slash: relative links in the
+ * index need it. Whether that is the case, with res holding the redirect. */
+static bool redirect_to_slash(const struct responder *rp, const struct http_request *req,
+			      time_t now, struct response *res)
 {
-	struct http_str h = request_host(req);
+	size_t tl = target_path_len(req);
+
+	if (tl && req->target.p[tl - 1] == '/')
+		return false;
+	start(rp, res, 301, now);
+	add(res, "Location: %.*s/\r\nContent-Length: 0\r\n", (int)tl, req->target.p);
+	finish(res);
+	return true;
+}
+
+/* Open the regular file res->path names under root (a directory's
+ * index.html) into t. false when res holds the answer already: a redirect
+ * to the directory's slash form, or an error. */
+static bool open_target(const struct responder *rp, const struct http_request *req, bool head,
+			time_t now, struct response *res, int root, struct fc_target *t)
+{
 	int fd, status;
 
-	*root = responder_root(rp, h.p, h.n);
-	fd = fd_stat(open_beneath(*root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK), st);
-	if (fd >= 0 && S_ISDIR(st->st_mode)) {
-		size_t tl = target_path_len(req);
-
-		if (!tl || req->target.p[tl - 1] != '/') {
-			/* Relative links in the index need the trailing slash. */
+	snprintf(t->path, sizeof(t->path), "%s", res->path);
+	t->dir = false;
+	fd = fd_stat(open_beneath(root, res->path, O_RDONLY | O_NOCTTY | O_NONBLOCK), &t->st);
+	if (fd >= 0 && S_ISDIR(t->st.st_mode)) {
+		if (redirect_to_slash(rp, req, now, res)) {
 			close(fd);
-			start(rp, res, 301, now);
-			add(res, "Location: %.*s/\r\nContent-Length: 0\r\n", (int)tl, req->target.p);
-			finish(res);
 			return false;
 		}
-		fd = open_index(fd, res, st);
+		t->dir = true;
+		fd = open_index(fd, t->path, sizeof(t->path), &t->st);
 	}
 	if (fd < 0) {
 		status = open_error_status(fd);
 		error_response(rp, res, status, head, now, status == 503 ? "Retry-After: 1\r\n" : NULL);
 		return false;
 	}
-	if (!S_ISREG(st->st_mode)) { /* st: of the file fd holds (index.html for a directory) */
+	if (!S_ISREG(t->st.st_mode)) { /* of the file fd holds (index.html for a directory) */
 		close(fd);
 		error_response(rp, res, 403, head, now, NULL);
 		return false;
 	}
-	*fdp = fd;
+	t->fd = fd;
 	return true;
 }
 
@@ -453,7 +468,7 @@ static bool request_ok(const struct responder *rp, const struct http_request *re
 		error_response(rp, res, 405, false, now, NULL);
 		return false;
 	}
-	r = http_normalize_path(req->target.p, req->target.n, res->path, sizeof(res->path));
+	r = http_normalize_path(req->target.p, req->target.n, res->path, REQUEST_PATH_MAX);
 	if (r < 0) {
 		error_response(rp, res, -r, head, now, NULL);
 		return false;
@@ -461,70 +476,173 @@ static bool request_ok(const struct responder *rp, const struct http_request *re
 	return true;
 }
 
-static void respond_to(const struct responder *rp, const struct http_request *req, int parse_status,
-		       time_t now, struct response *res)
+/* The precompressed siblings a request accepts, in its order of
+ * preference, and a small number naming that choice in the cache's key. */
+static unsigned accepted_codings(const struct responder *rp, const struct http_request *req,
+				 unsigned order[2], int *n)
+{
+	*n = 0;
+	if (!rp->precompressed)
+		return 0;
+	*n = http_accept_encoding(req->accept_encoding.p, req->accept_encoding.n,
+				  HTTP_CE_BR | HTTP_CE_GZIP, order);
+	if (*n <= 0) {
+		*n = 0;
+		return 1; /* the file itself */
+	}
+	return 2 + order[0] + (*n > 1 ? 4 * order[1] : 0);
+}
+
+/* Resolve the request's path anew into t: the file, the sibling the
+ * client accepts, the validator. false when res holds the answer. */
+static bool resolve(const struct responder *rp, const struct http_request *req, bool head,
+		    time_t now, struct response *res, int root, const unsigned *order, int norder,
+		    struct fc_target *t)
+{
+	if (!open_target(rp, req, head, now, res, root, t))
+		return false;
+	t->coding = norder ? pick_encoded(root, t->path, order, norder, &t->fd, &t->st) : NULL;
+	make_etag(t->etag, sizeof(t->etag), &t->st, t->coding);
+	return true;
+}
+
+/*
+ * The file for res->path: from the worker's cache when it has an entry
+ * trusted still (*ep set, t unused), else resolved into t (t->fd the
+ * caller's), then kept in the cache when there is one (*ep set, t->fd the
+ * cache's). An entry past its validity is kept only while the path still
+ * resolves to the same file. false when res holds the answer.
+ */
+static bool find_target(const struct responder *rp, struct filecache *fc,
+			const struct http_request *req, bool head, time_t now,
+			struct response *res, struct fc_target *t, struct fc_entry **ep)
+{
+	struct http_str h = request_host(req);
+	int root = responder_root(rp, h.p, h.n), norder;
+	unsigned order[2], variant = accepted_codings(rp, req, order, &norder);
+	struct fc_entry *e = NULL;
+	bool fresh = false;
+
+	*ep = NULL;
+	if (fc)
+		e = filecache_find(fc, root, variant, res->path, &fresh);
+	if (e && fresh) {
+		filecache_hit(fc, e);
+		goto cached;
+	}
+	if (!resolve(rp, req, head, now, res, root, order, norder, t)) {
+		if (e)
+			filecache_drop(fc, e); /* gone, unreadable, or now a directory */
+		return false;
+	}
+	if (e && filecache_same(e, t)) {
+		close(t->fd);
+		filecache_revalidated(fc, e);
+		goto cached;
+	}
+	if (e)
+		filecache_drop(fc, e);
+	e = fc ? filecache_insert(fc, root, variant, res->path, t) : NULL;
+	if (e)
+		goto cached;
+	snprintf(res->path, sizeof(res->path), "%s", t->path);
+	return true;
+cached:
+	if (e->t.dir && redirect_to_slash(rp, req, now, res))
+		return false;
+	snprintf(res->path, sizeof(res->path), "%s", e->t.path);
+	*ep = e;
+	return true;
+}
+
+static void respond_to(const struct responder *rp, struct filecache *fc,
+		       const struct http_request *req, int parse_status, time_t now,
+		       struct response *res)
 {
 	bool head = req && req->method == HTTP_HEAD;
-	char etag[80], lm[30], vary[80] = "";
-	const char *coding = NULL;
-	struct stat st;
+	char lm[30], vary[80] = "";
+	struct fc_target own;
+	const struct fc_target *t;
+	struct fc_entry *e;
 	uint64_t off, len;
-	int fd, root, status;
+	int fd = -1, status;
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
 	res->keep_alive = req && parse_status == 0 ? req->keep_alive : false;
 	if (!request_ok(rp, req, parse_status, head, now, res) ||
-	    !open_target(rp, req, head, now, res, &root, &fd, &st))
+	    !find_target(rp, fc, req, head, now, res, &own, &e))
 		return;
-	if (rp->precompressed) {
-		coding = pick_encoded(root, res->path, &req->accept_encoding, &fd, &st);
-		/* Every file answer may differ by Accept-Encoding once siblings
-		 * can appear (a deploy adds them at any time): caches must key
-		 * on it, for the identity answer too. */
+	/* A cached entry's descriptor stays the cache's; one of our own is
+	 * closed below or handed to the response. */
+	t = e ? &e->t : &own;
+	if (!e)
+		fd = own.fd;
+	/* Every file answer may differ by Accept-Encoding once siblings can
+	 * appear (a deploy adds them at any time): caches must key on it, for
+	 * the identity answer too. */
+	if (rp->precompressed)
 		snprintf(vary, sizeof(vary), "Vary: Accept-Encoding\r\n");
-	}
-	make_etag(etag, sizeof(etag), &st, coding);
-	http_date(st.st_mtim.tv_sec, lm);
-	if (not_modified(req, etag, &st)) {
-		close(fd);
+	http_date(t->st.st_mtim.tv_sec, lm);
+	if (not_modified(req, t->etag, &t->st)) {
 		start(rp, res, 304, now);
-		add(res, "ETag: %s\r\nLast-Modified: %s\r\n%s", etag, lm, vary);
+		add(res, "ETag: %s\r\nLast-Modified: %s\r\n%s", t->etag, lm, vary);
 		finish(res);
-		return;
+		goto out;
 	}
-	status = pick_range(req, etag, &st, &off, &len);
+	status = pick_range(req, t->etag, &t->st, &off, &len);
 	if (status == -416) {
 		char cr[64];
 
-		close(fd);
-		snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n", (unsigned long long)st.st_size);
+		snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n",
+			 (unsigned long long)t->st.st_size);
 		error_response(rp, res, 416, head, now, cr);
-		return;
+		goto out;
+	}
+	if (!head && len && e && !e->body) {
+		/* The response's own descriptor (the transport closes it when
+		 * the range is out); the cache's may be closed before that. */
+		fd = fcntl(e->t.fd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0) {
+			error_response(rp, res, 503, head, now, "Retry-After: 1\r\n");
+			return;
+		}
 	}
 	start(rp, res, status, now);
 	add(res, "Content-Type: %s\r\nContent-Length: %llu\r\nLast-Modified: %s\r\nETag: %s\r\n"
-		 "Accept-Ranges: bytes\r\n%s", http_mime_type(res->path), (unsigned long long)len, lm, etag,
-	    vary);
-	if (coding)
-		add(res, "Content-Encoding: %s\r\n", coding);
+		 "Accept-Ranges: bytes\r\n%s", http_mime_type(res->path), (unsigned long long)len, lm,
+	    t->etag, vary);
+	if (t->coding)
+		add(res, "Content-Encoding: %s\r\n", t->coding);
 	if (status == 206)
 		add(res, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)off,
-		    (unsigned long long)(off + len - 1), (unsigned long long)st.st_size);
+		    (unsigned long long)(off + len - 1), (unsigned long long)t->st.st_size);
 	finish(res);
-	if (head || !len) {
-		close(fd);
+	if (head || !len)
+		goto out;
+	if (e && e->body) {
+		/* The bytes read when the file was last seen unchanged: no file
+		 * I/O at all for this answer. */
+		fc_entry_get(e);
+		res->ent = e;
+		res->body = e->body + off;
+		res->body_len = (size_t)len;
 		return;
 	}
 	res->fd = fd;
 	res->offset = off;
 	res->length = len;
+	return;
+out:
+	if (fd >= 0)
+		close(fd);
 }
 
-void respond(const struct responder *rp, const struct http_request *req, int parse_status,
-	     time_t now, struct response *res)
+void respond_with(const struct responder *rp, struct filecache *fc,
+		  const struct http_request *req, int parse_status, time_t now,
+		  struct response *res)
 {
-	respond_to(rp, req, parse_status, now, res);
+	respond_to(rp, fc, req, parse_status, now, res);
 	if (!res->head_full)
 		return;
 	/* Only a redirect carries request bytes (its Location) into the
@@ -533,4 +651,10 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 	res->keep_alive = false;
 	error_response(rp, res, res->status == 301 ? 414 : 500,
 		       req && req->method == HTTP_HEAD, now, NULL);
+}
+
+void respond(const struct responder *rp, const struct http_request *req, int parse_status,
+	     time_t now, struct response *res)
+{
+	respond_with(rp, NULL, req, parse_status, now, res);
 }

@@ -15,6 +15,10 @@
 #include "http.h"
 
 #define RESPONSE_HEAD_MAX 1024
+#define REQUEST_PATH_MAX 512 /* a normalised request path, NUL included; longer: 414 */
+
+struct filecache;
+struct fc_entry;
 
 struct response {
 	int status;
@@ -24,10 +28,12 @@ struct response {
 	int fd;            /* file to send, or -1; owned by the response */
 	uint64_t offset;   /* range within fd */
 	uint64_t length;   /* body bytes (0 for HEAD / errors without body) */
-	const char *body;  /* small static body for errors, or NULL */
+	const char *body;  /* small static body for errors, a cached file's bytes, or NULL */
 	size_t body_len;
+	struct fc_entry *ent; /* the cache entry body points into (a reference), or NULL */
 	bool keep_alive;
-	char path[512];    /* normalised path, for the log */
+	char path[528];    /* normalised path (< REQUEST_PATH_MAX), then the file's
+			    * ("/index.html" added), for Content-Type and the log */
 };
 
 /* Serve files below root_fd (an O_PATH|O_DIRECTORY fd). Never escapes it:
@@ -52,10 +58,16 @@ struct responder {
 int responder_root(const struct responder *rp, const char *host, size_t n);
 
 /* Fill *res for req (parsed, status 0) or for a parse error (status < 0,
- * req may be NULL). Always produces a response; res->fd must be closed
- * with response_clear(). now: the Date header's time. */
+ * req may be NULL). Always produces a response; res->fd and res->ent must
+ * be released with response_clear(). now: the Date header's time. */
 void respond(const struct responder *rp, const struct http_request *req, int parse_status,
 	     time_t now, struct response *res);
+/* The same through fc, the calling thread's open-file cache (filecache.h;
+ * NULL: none): a small file's body may then be res->body, the cached
+ * bytes, held by res->ent until response_clear(). */
+void respond_with(const struct responder *rp, struct filecache *fc,
+		  const struct http_request *req, int parse_status, time_t now,
+		  struct response *res);
 void response_clear(struct response *res);
 
 const char *http_status_text(int status);

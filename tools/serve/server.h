@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "filecache.h"
 #include "h2.h"
 #include "plain.h"
 #include "kite.h"
@@ -70,6 +71,9 @@ struct serve_config {
 	unsigned max_conns, max_conns_per_ip;
 	unsigned pipeline;
 	unsigned inline_max;     /* bytes: small bodies go in the head's record */
+	unsigned file_cache;     /* --file-cache: entries per worker; 0: no cache */
+	unsigned file_cache_valid_ms; /* --file-cache-valid */
+	unsigned small_file_max; /* --small-file-max: cached files kept in memory */
 	int backlog;
 	bool http2;              /* ALPN offers h2 */
 	unsigned h2_max_streams, h2_max_requests, h2_resets_per_s;
@@ -145,6 +149,7 @@ struct serve_stats {
 	uint64_t requests[STATUS_SLOTS];    /* by status_slot(), every protocol */
 	uint64_t requests_h2[STATUS_SLOTS]; /* of which over HTTP/2 */
 	struct h2_stats h2;
+	struct filecache_stats fc;
 	uint64_t body_bytes;
 	uint64_t open;                      /* connections past the handshake now */
 };
@@ -166,6 +171,7 @@ struct worker {
 	struct conn *conns;        /* open connections (ticks, shutdown) */
 	struct sess_config scfg;
 	struct h2_config h2cfg;
+	struct filecache *fc;      /* this thread's open-file cache, or NULL */
 	bool drain_seen;
 	bool metrics;              /* the plain-HTTP metrics listener */
 	struct plain_service plain; /* a plain-HTTP side listener's service */

@@ -85,6 +85,7 @@ static void answer(struct session *s, const struct http_request *req, int status
 	struct sess_answer a = {.req = req, .when = time(NULL)};
 	struct response res;
 	char out[ONE_RECORD];
+	bool body_sent = false;
 	size_t n;
 	int r;
 
@@ -95,7 +96,7 @@ static void answer(struct session *s, const struct http_request *req, int status
 		req = &closing_req;
 	}
 	request_line(s->in, used ? used : s->in_len, &a);
-	respond(s->cfg->rp, req, req ? 0 : status, a.when, &res);
+	respond_with(s->cfg->rp, s->cfg->fc, req, req ? 0 : status, a.when, &res);
 	a.status = res.status;
 	a.body_bytes = res.fd >= 0 ? res.length : res.body_len;
 
@@ -106,12 +107,16 @@ static void answer(struct session *s, const struct http_request *req, int status
 	if (res.body && res.body_len <= sizeof(out) - n) {
 		memcpy(out + n, res.body, res.body_len);
 		n += res.body_len;
+		body_sent = true;
 	} else if (res.fd >= 0 && res.length <= s->cfg->inline_max && res.length <= sizeof(out) - n &&
 		   sess_pread_all(res.fd, out + n, (size_t)res.length, res.offset)) {
 		n += (size_t)res.length;
 		response_clear(&res); /* closes the file: nothing more to send */
 	}
 	r = s->tp->send(s->t, out, n);
+	/* A cached body too big to share the head's buffer: right behind it. */
+	if (!r && res.body && !body_sent)
+		r = s->tp->send(s->t, res.body, res.body_len);
 	if (!r && res.fd >= 0) {
 		r = s->tp->sendfile(s->t, res.fd, res.offset, res.length);
 		res.fd = -1; /* the transport owns it now */

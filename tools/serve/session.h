@@ -61,7 +61,9 @@ struct sess_config {
 	size_t in_max;            /* request bytes buffered before the connection is dropped */
 	unsigned head_timeout_ms; /* first byte of a request head to its end; 0: none */
 	size_t inline_max;        /* file bodies up to this size are read and sent with the
-				   * head (one TLS record in all up to 16 KiB); 0: never */
+				   * head (one TLS record in all up to 16 KiB); 0: never.
+				   * Files the cache holds in memory need no read. */
+	struct filecache *fc;     /* this thread's open-file cache, or NULL */
 };
 
 struct session {

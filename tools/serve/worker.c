@@ -497,6 +497,23 @@ static int setup(struct worker *w)
 	struct kite_engine *e;
 	int r;
 
+	if (sc->file_cache) {
+		struct filecache_config fcc = {
+			.max_entries = sc->file_cache,
+			.valid_ms = sc->file_cache_valid_ms,
+			.small_max = sc->small_file_max,
+			.stats = &w->cur.fc,
+		};
+
+		r = filecache_create(&w->fc, &fcc);
+		if (r) {
+			snprintf(w->start_msg, sizeof(w->start_msg), "file cache: %s",
+				 kite_strerror(r));
+			return r;
+		}
+		w->scfg.fc = w->fc;
+		w->h2cfg.fc = w->fc;
+	}
 	kite_engine_config_init(&cfg);
 	pthread_mutex_lock(&srv->mu);
 	cfg.ctx = srv->ctx;
@@ -631,6 +648,9 @@ out:
 		 * session). */
 		kite_engine_destroy(e);
 	}
+	/* After the engine: its last on_close released every response. */
+	filecache_destroy(w->fc);
+	w->fc = NULL;
 	for (unsigned i = 0; i < w->nl; i++)
 		close(w->lfd[i]);
 	w->nl = 0;
@@ -650,8 +670,9 @@ int worker_start(struct worker *w, struct server *srv, unsigned id)
 	w->scfg.pipeline_max = srv->cfg.pipeline;
 	w->scfg.in_max = 64u << 10;
 	w->scfg.head_timeout_ms = srv->cfg.header_timeout_ms;
-	/* A small file costs one pread and then rides in the head's record:
-	 * one send instead of a file operation plus a second record. */
+	/* A small file the cache does not hold in memory (no cache, or a
+	 * file still changing) costs one pread and then rides in the head's
+	 * record: one send instead of a file operation plus a second record. */
 	w->scfg.inline_max = srv->cfg.inline_max;
 	w->h2cfg = (struct h2_config){
 		.rp = &srv->rp,
