@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kite-serve's parts that need no network: the per-address connection
- * table (limits.c), the access log line (log.c) and the error kinds of the
- * metrics (metrics.c).
+ * table (limits.c), the access log line (log.c), the error kinds of the
+ * metrics (metrics.c) and the open-file cache's bookkeeping (filecache.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "server.h"
@@ -150,12 +154,99 @@ static void kinds(void)
 	t_assert(slot_status(status_slot(416)) == 416 && slot_status(status_slot(299)) == 0, "slots");
 }
 
+/* A target for dir/name as respond.c would make it. */
+static void target(int dir, const char *name, struct fc_target *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->fd = openat(dir, name, O_RDONLY | O_CLOEXEC);
+	t_assert(t->fd >= 0 && !fstat(t->fd, &t->st), "open %s", name);
+	snprintf(t->path, sizeof(t->path), "%s", name);
+}
+
+static void put_file(int dir, const char *name, const char *text)
+{
+	int fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	t_assert(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write %s",
+		 name);
+	close(fd);
+}
+
+/* LRU bound, descriptors, bytes kept only once a file is still, a
+ * dropped entry's bytes alive while a response holds them. */
+static void filecache(void)
+{
+	char tmpl[] = "/tmp/kite-fc-XXXXXX", name[16];
+	struct filecache_stats st = {0};
+	struct filecache_config cfg = {.max_entries = 3, .valid_ms = 60000, .small_max = 100,
+				       .stats = &st};
+	struct filecache *c;
+	struct fc_entry *e, *held;
+	struct fc_target t;
+	bool fresh;
+	int dir;
+
+	t_assert(mkdtemp(tmpl), "mkdtemp");
+	dir = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (int i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		put_file(dir, name, "0123456789");
+	}
+	t_ok(filecache_create(&c, &cfg));
+	/* Just written: its bytes are not trusted yet, the descriptor is. */
+	target(dir, "f0", &t);
+	e = filecache_insert(c, dir, 0, "f0", &t);
+	t_assert(e && !e->body && st.misses == 1 && st.fds == 1 && !st.mem_bytes, "young file");
+	/* Still for over a second: read once, then kept. */
+	sleep(2);
+	t_assert(filecache_find(c, dir, 0, "f0", &fresh) == e && fresh && e->body &&
+		 !memcmp(e->body, "0123456789", 10) && st.mem_bytes == 10, "settled file kept");
+	filecache_hit(c, e);
+	t_assert(!filecache_find(c, dir, 1, "f0", &fresh) && !filecache_find(c, dir, 0, "f1", &fresh),
+		 "keys: variant and path");
+	for (int i = 1; i < 4; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		target(dir, name, &t);
+		t_assert(filecache_insert(c, dir, 0, name, &t), "insert %s", name);
+	}
+	/* f0 was least recently used: gone, with its descriptor. */
+	t_assert(st.entries == 3 && st.fds == 3 && st.evictions == 1 && st.mem_bytes == 30 &&
+		 !filecache_find(c, dir, 0, "f0", &fresh), "LRU bound: %llu entries %llu evicted",
+		 (unsigned long long)st.entries, (unsigned long long)st.evictions);
+	/* A response holds f1's bytes; f1 changes and is dropped. */
+	held = filecache_find(c, dir, 0, "f1", &fresh);
+	t_assert(held && held->body, "f1 cached");
+	fc_entry_get(held);
+	put_file(dir, "f1", "changed!");
+	target(dir, "f1", &t);
+	t_assert(!filecache_same(held, &t), "a changed file is not the same");
+	close(t.fd);
+	filecache_drop(c, held);
+	t_assert(st.invalidations == 1 && st.fds == 2 && st.entries == 2 && st.mem_bytes == 30 &&
+		 !memcmp(held->body, "0123456789", 10), "dropped entry's bytes held");
+	fc_entry_put(held);
+	t_assert(st.mem_bytes == 20, "freed with the last reference");
+	/* Destroyed under a response: the response frees it. */
+	held = filecache_find(c, dir, 0, "f2", &fresh);
+	fc_entry_get(held);
+	filecache_destroy(c);
+	t_assert(held->t.fd == -1 && !memcmp(held->body, "0123456789", 10), "outlives the cache");
+	fc_entry_put(held);
+	for (int i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		unlinkat(dir, name, 0);
+	}
+	close(dir);
+	rmdir(tmpl);
+}
+
 int main(void)
 {
 	iplimit();
 	ipkey();
 	log_line();
 	kinds();
+	filecache();
 	printf("test_serve_parts: ok\n");
 	return 0;
 }
