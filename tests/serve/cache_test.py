@@ -378,6 +378,7 @@ def cache_changes(t):
         state(fpath, 200, v[6])
         os.unlink(os.path.join(d, "index.html"))  # the directory becomes a file
         os.rmdir(d)
+        seen[dpath].add(sha(b""))          # created empty, then written
         write(d, b"now a file\n")
         state(dpath, 200, b"now a file\n")
         settle()
