@@ -943,9 +943,11 @@ int kite_stream_queue_unit(struct kite_stream *s, uint32_t lane, const void *hea
 
 	if (!s || (!head && head_len) || (fd < 0 && len) || off < 0 ||
 	    (flags & ~KITE_UNIT_CLOSE_FD) || (uint64_t)off + len < (uint64_t)off ||
-	    (uint64_t)off + len > (uint64_t)INT64_MAX || head_len > UINT32_MAX)
+	    (uint64_t)off + len > (uint64_t)INT64_MAX)
 		goto err;
 	r = queue_check(s, head_len > SIZE_MAX - ENG_ITEM_CHARGE ? SIZE_MAX : head_len + ENG_ITEM_CHARGE);
+	if (!r && head_len > UINT32_MAX)
+		r = -EMSGSIZE; /* an item's head is counted in 32 bits */
 	if (r)
 		goto err;
 	if (!head_len && !file) {
