@@ -733,6 +733,9 @@ def raw_h2_fetch(srv, paths):
                 hdr = dict(dec.decode(pl))
                 res[sid][0] = int(hdr[":status"])
             elif ty == 0:
+                # HEADERS go on the server's ordered lane, DATA on the
+                # stream's: the former must never fall behind.
+                check(res[sid][0] is not None, "stream %d: DATA before its HEADERS" % sid)
                 res[sid][1].update(pl)
                 res[sid][2] += n
             elif ty in (3, 7):
