@@ -327,6 +327,28 @@ void eng_wait_resource(struct kite_stream *s);
 /* Release every resource s holds (after its ops completed). */
 void eng_release_all(struct kite_stream *s);
 
+/* ---- timer.c ---- */
+/* A deadline kept in a min-heap (struct eng_timers): the loop looks only at
+ * the nearest one. pos -1: not in the heap. */
+struct eng_timer {
+	uint64_t due;         /* ms, eng_now_ms() clock */
+	int pos;
+};
+struct eng_timers {
+	struct eng_timer **v;
+	size_t n, cap;
+};
+/* Room for n timers, so that eng_timer_set() never allocates: 0 or -ENOMEM. */
+int eng_timers_reserve(struct eng_timers *h, size_t n);
+/* Insert t at due, or move it there. */
+void eng_timer_set(struct eng_timers *h, struct eng_timer *t, uint64_t due);
+void eng_timer_del(struct eng_timers *h, struct eng_timer *t);
+static inline struct eng_timer *eng_timer_top(const struct eng_timers *h)
+{
+	return h->n ? h->v[0] : NULL;
+}
+void eng_timers_fini(struct eng_timers *h);
+
 /* ---- backends ---- */
 extern const struct eng_backend eng_epoll;
 #ifdef KITE_WITH_LIBURING /* lib/meson.build: liburing found */

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * io_uring backend. Per stream at most three chains are in flight: RX (a
- * receive or the handshake's poll, with a linked timeout), TX (one round of
- * the send queue) and misc (cancel, close). A chain is judged when all of
- * its CQEs are in; then the stream is kicked and progress() decides what
- * comes next. io_uring has no sendfile: file ranges go as linked
+ * receive or the handshake's poll), TX (one round of the send queue) and
+ * misc (cancel, close). A chain is judged when all of its CQEs are in; then
+ * the stream is kicked and progress() decides what comes next. Timeouts
+ * are deadlines, not operations: each stream has one timer (its nearest
+ * deadline) in a heap, the loop's wait ends at the heap's top, and a
+ * deadline that passes fails or ends the stream, whose dead step then
+ * cancels what it has in flight. io_uring has no sendfile: file ranges go as linked
  * SPLICE(file -> pipe) -> SPLICE(pipe -> socket) rounds, or READ_FIXED ->
  * SEND through a registered buffer (small ranges, no free pipe).
  *
@@ -17,6 +20,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +50,13 @@
 
 enum uop_kind { UK_NONE, UK_ACCEPT, UK_EVENTFD, UK_RX, UK_TX, UK_MISC };
 
-enum role { RO_NONE, RO_POLL, RO_TMO, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE };
+enum role { RO_NONE, RO_POLL, RO_FILE_IN, RO_SOCK_OUT, RO_RECV, RO_CANCEL, RO_CLOSE };
 
 enum tx_kind {
 	TXK_NONE,
 	TXK_SPLICE,  /* SPLICE file -> pipe, SPLICE pipe -> socket */
-	TXK_DRAIN,   /* [POLL_ADD(POLLOUT) -> LINK_TIMEOUT ->] SPLICE pipe -> socket */
-	TXK_COPY,    /* READ_FIXED file -> buffer, SEND buffer [-> LINK_TIMEOUT] */
+	TXK_DRAIN,   /* [POLL_ADD(POLLOUT) ->] SPLICE pipe -> socket */
+	TXK_COPY,    /* READ_FIXED file -> buffer, SEND buffer */
 	TXK_LEFT,    /* SEND the rest of a buffer (copy path, or GnuTLS records) */
 	TXK_SEND,    /* SEND queued bytes (kernel TLS or plaintext) */
 	TXK_HEAD,    /* SEND a unit's head, MSG_MORE, before its spliced range */
@@ -77,7 +81,6 @@ struct uchain {
 	uint8_t role[4];
 	int res[4];
 	struct uop op[4];
-	struct __kernel_timespec ts; /* LINK_TIMEOUT value: read by the kernel at submit */
 };
 
 /* A stream of this backend: the core's fields, then its three chains
@@ -90,6 +93,12 @@ struct uring_stream {
 	uint32_t tx_len;       /* bytes it was asked to move */
 	bool need_pollout;     /* last splice into the socket said EAGAIN */
 	bool cancel_sent, close_sent;
+	/* The stream's timer in the engine's heap: the nearest of its state's
+	 * deadline (eng_deadline) and stall_due. The key may be earlier than
+	 * the deadline really is (activity moves deadlines later, and only an
+	 * earlier one moves the key): timer_fire() then looks again. */
+	struct eng_timer tm;
+	uint64_t stall_due;    /* ms: a TX chain waiting for room fails then (0: none) */
 	struct msghdr rx_msg, tx_msg;
 	struct iovec rx_iov, tx_iov;
 	struct {
@@ -126,6 +135,7 @@ struct uring_state {
 	struct io_uring_buf_ring *br;
 	uint8_t *br_mem;
 	unsigned br_n;
+	struct eng_timers timers; /* every stream's nearest deadline */
 };
 
 static struct io_uring *ring_of(struct kite_engine *e)
@@ -187,21 +197,6 @@ static struct io_uring_sqe *c_op(struct kite_engine *e, struct uchain *ch, void 
 static void c_link(struct io_uring_sqe *q)
 {
 	q->flags |= IOSQE_IO_LINK;
-}
-
-/* LINK_TIMEOUT for the op before it (which must carry c_link()). */
-static struct io_uring_sqe *c_tmo(struct kite_engine *e, struct uchain *ch, void *owner,
-				  uint8_t kind, unsigned ms, int path)
-{
-	struct io_uring_sqe *q;
-
-	ch->ts.tv_sec = ms / 1000;
-	ch->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-	q = c_op(e, ch, owner, kind, RO_TMO, path);
-	/* The kernel reads ts when the SQE is submitted; it lives in the
-	 * chain, which stays put until the chain's last CQE. */
-	io_uring_prep_link_timeout(q, &ch->ts, 0);
-	return q;
 }
 
 /* ---- Listeners and the stop eventfd -------------------------------------- */
@@ -315,12 +310,20 @@ static int u_listen(struct kite_engine *e, struct eng_listener *l)
 
 static int u_attach(struct kite_stream *s)
 {
+	struct uring_state *u = s->e->ring;
+
 	us(s)->rx_bid = -1; /* no shared buffer held */
-	return 0;
+	us(s)->tm.pos = -1;
+	/* A timer for every stream that exists: setting one never fails. */
+	return eng_timers_reserve(&u->timers, s->e->st.streams);
 }
 
 static void u_stream_free(struct kite_stream *s)
 {
+	struct uring_state *u = s->e->ring;
+
+	if (u) /* NULL: a stream the kernel never let go, freed after fini */
+		eng_timer_del(&u->timers, &us(s)->tm);
 	free(us(s)->rx_own);
 }
 
@@ -336,8 +339,9 @@ static void u_dump(const struct kite_stream *s)
 	const struct uring_stream *u = us(s);
 
 	fprintf(stderr, "tx kind %u pend %u n %u done %#x | rx pend %u n %u | misc pend %u | "
-		"need_pollout %d", u->tx_kind, u->tx.pend, u->tx.n, u->tx.done, u->rx.pend, u->rx.n,
-		u->misc.pend, u->need_pollout);
+		"need_pollout %d | timer %lld ms", u->tx_kind, u->tx.pend, u->tx.n, u->tx.done,
+		u->rx.pend, u->rx.n, u->misc.pend, u->need_pollout,
+		u->tm.pos < 0 ? -1LL : (long long)(u->tm.due - eng_now_ms()));
 }
 
 /* ---- Shared receive buffers ----------------------------------------------- */
@@ -445,6 +449,76 @@ static int rx_dest(struct kite_stream *s, void **dst, size_t *len)
 	return 0;
 }
 
+/* ---- Deadlines ------------------------------------------------------------- */
+
+static struct kite_stream *timer_owner(struct eng_timer *t)
+{
+	return (struct kite_stream *)((char *)t - offsetof(struct uring_stream, tm));
+}
+
+/* Put the stream's nearest deadline in the heap: its state's (handshake,
+ * idle or linger; eng_deadline() fails or ends the stream when it has
+ * passed) and a send waiting for room. Kept lazily: a key already earlier
+ * stays, so a keep-alive request that moves the idle deadline later costs
+ * no heap work; timer_fire() sorts it out when the key comes. */
+static void timer_arm(struct kite_stream *s, uint64_t now)
+{
+	struct uring_state *u = s->e->ring;
+	unsigned ms = eng_deadline(s, now);
+	uint64_t due = ms ? now + ms : 0, stall = us(s)->stall_due;
+
+	if (s->state >= ST_DEAD)
+		return;
+	if (stall && us(s)->tx.pend && (!due || stall < due))
+		due = stall > now ? stall : now + 1;
+	if (!due || (us(s)->tm.pos >= 0 && us(s)->tm.due <= due))
+		return;
+	eng_timer_set(&u->timers, &us(s)->tm, due);
+}
+
+/* The stream's timer came (it is out of the heap now). A TX chain still
+ * waiting for room after send_timeout_ms fails the stream; otherwise the
+ * state's deadline is judged by the core's rule and the next one armed.
+ * A failed or ended stream's dead step cancels what it has in flight. */
+static void timer_fire(struct kite_stream *s, uint64_t now)
+{
+	if (s->state >= ST_DEAD)
+		return;
+	if (us(s)->tx.pend && us(s)->stall_due && now >= us(s)->stall_due) {
+		if (s->conn)
+			kite_conn_fail(s->conn, -ETIMEDOUT, "no send progress for %u ms",
+				       s->e->cfg.send_timeout_ms);
+		eng_fail(s, -ETIMEDOUT);
+		return;
+	}
+	timer_arm(s, now);
+}
+
+/* Every timer due by now. */
+static void timers_run(struct kite_engine *e)
+{
+	struct uring_state *u = e->ring;
+	struct eng_timer *t;
+	uint64_t now;
+
+	if (!eng_timer_top(&u->timers))
+		return;
+	now = eng_now_ms();
+	while ((t = eng_timer_top(&u->timers)) && t->due <= now) {
+		eng_timer_del(&u->timers, t);
+		timer_fire(timer_owner(t), now);
+	}
+}
+
+/* The TX chain just prepared waits for room in the socket: it may take at
+ * most send_timeout_ms (timer_arm() at the end of progress() arms it). */
+static void stall_arm(struct kite_stream *s)
+{
+	unsigned ms = s->e->cfg.send_timeout_ms;
+
+	us(s)->stall_due = ms ? eng_now_ms() + ms : 0;
+}
+
 /* ---- Handshake ------------------------------------------------------------- */
 
 static void user_rx(struct kite_stream *s);
@@ -471,22 +545,12 @@ static struct io_uring_sqe *rx_begin(struct kite_stream *s, uint8_t role)
 	return c_op(s->e, &us(s)->rx, s, UK_RX, role, -1);
 }
 
-/* The RX op q waits at most ms (0: no limit). */
-static void rx_until(struct kite_stream *s, struct io_uring_sqe *q, unsigned ms)
-{
-	if (!ms)
-		return;
-	c_link(q);
-	c_tmo(s->e, &us(s)->rx, s, UK_RX, ms, -1);
-}
-
 /* The handshake runs on readiness: a POLL_ADD for what GnuTLS waits for
- * (for a server, first for the client's first bytes), linked to a timeout
- * at the handshake's deadline. */
+ * (for a server, first for the client's first bytes); the stream's timer
+ * holds the handshake's deadline. */
 static void hs_step(struct kite_stream *s)
 {
 	struct io_uring_sqe *q;
-	unsigned left;
 	int r;
 
 	r = eng_handshake(s, s->hs_polled);
@@ -495,7 +559,7 @@ static void hs_step(struct kite_stream *s)
 			u_open(s);
 		return;
 	}
-	left = eng_deadline(s, eng_now_ms());
+	timer_arm(s, eng_now_ms());
 	if (s->state != ST_HANDSHAKE)
 		return;
 	q = rx_begin(s, RO_POLL);
@@ -504,23 +568,19 @@ static void hs_step(struct kite_stream *s)
 	if (!s->conn)
 		s->hs_polled = true; /* the poll waits for the first bytes */
 	io_uring_prep_poll_add(q, s->fd, s->conn ? (unsigned)kite_conn_poll_events(s->conn) : POLLIN);
-	rx_until(s, q, left);
 }
 
 /* ---- Receive ---------------------------------------------------------------- */
 
+/* A receive, with no timeout of its own: the stream's timer holds the idle
+ * or linger deadline (timer_arm). */
 static void rx_arm(struct kite_stream *s)
 {
 	struct io_uring_sqe *q;
-	unsigned tmo;
 	size_t len;
 	void *dst;
 	int r;
 
-	/* The receive waits at most until the idle or linger deadline. */
-	tmo = eng_deadline(s, eng_now_ms());
-	if (!eng_live(s))
-		return;
 	r = rx_dest(s, &dst, &len);
 	if (r) {
 		eng_fail(s, r);
@@ -550,26 +610,6 @@ static void rx_arm(struct kite_stream *s)
 		q->flags |= IOSQE_BUFFER_SELECT;
 		q->buf_group = RX_BGID;
 	}
-	rx_until(s, q, tmo);
-}
-
-/* Idle timer of a stream that cannot read (peer finished): a plain TIMEOUT. */
-static void idle_arm(struct kite_stream *s)
-{
-	struct kite_engine *e = s->e;
-	struct io_uring_sqe *q;
-	unsigned ms;
-
-	if (eng_tx_busy(s))
-		return; /* the send path's own timeout bounds it */
-	ms = eng_deadline(s, eng_now_ms());
-	if (!ms || !u_room(e, 1))
-		return;
-	ch_begin(&us(s)->rx);
-	us(s)->rx.ts.tv_sec = ms / 1000;
-	us(s)->rx.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-	q = c_op(e, &us(s)->rx, s, UK_RX, RO_TMO, -1);
-	io_uring_prep_timeout(q, &us(s)->rx.ts, 0, 0);
 }
 
 /* Userspace RX: let GnuTLS decrypt what the ring received into rxbuf. */
@@ -676,28 +716,15 @@ static void rx_handle(struct kite_stream *s)
 {
 	struct uchain *ch = &us(s)->rx;
 	int res = ch->res[0];
-	bool fired = false;
 
-	for (int i = 0; i < ch->n; i++)
-		if (ch->role[i] == RO_TMO && ch->res[i] == -ETIME)
-			fired = true;
-	if (s->state == ST_HANDSHAKE) {
-		if (fired)
-			eng_fail(s, -ETIMEDOUT);
+	if (s->state == ST_HANDSHAKE)
 		return; /* progress() drives the handshake on */
-	}
 	if (!eng_live(s))
 		return;
-	if (ch->role[0] == RO_TMO || res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
-		/* EINTR without a signal: seen on Linux 6.1 kTLS RX; retry. */
-		if (!fired)
-			return;
-		if (s->state == ST_LINGER)
-			eng_finish(s); /* its deadline */
-		else
-			(void)eng_deadline(s, eng_now_ms());
+	/* EINTR without a signal: seen on Linux 6.1 kTLS RX. Retried, as
+	 * EAGAIN; ECANCELED only comes from a dying stream's cancel. */
+	if (res == -ECANCELED || res == -EINTR || res == -EAGAIN)
 		return;
-	}
 	if (res < 0) {
 		/* kTLS RX: the peer's record was bad, as io_ktls.c says it. */
 		if (s->krx && (res == -EBADMSG || res == -EMSGSIZE))
@@ -775,17 +802,6 @@ static void rx_done(struct kite_stream *s)
  * submitted a chain / waits for a resource or completion (stop). */
 enum tx_step { STEP_SKIP, STEP_AGAIN, STEP_DONE };
 
-/* Stalled-send timer: a LINK_TIMEOUT after the op that waits for room. */
-static void stall_tmo(struct kite_stream *s, struct io_uring_sqe *q, int path)
-{
-	unsigned ms = s->e->cfg.send_timeout_ms;
-
-	if (ms) {
-		c_link(q);
-		c_tmo(s->e, &us(s)->tx, s, UK_TX, ms, path);
-	}
-}
-
 static void tx_begin(struct kite_stream *s, uint8_t kind, int path, size_t len)
 {
 	ch_begin(&us(s)->tx);
@@ -806,7 +822,7 @@ static void send_chain(struct kite_stream *s, uint8_t kind, int path, const void
 	 * Short sends are resubmitted by us: kTLS rejects MSG_WAITALL and
 	 * SEND_ZC. */
 	io_uring_prep_send(q, s->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
-	stall_tmo(s, q, path);
+	stall_arm(s);
 }
 
 static void splice_chain(struct kite_stream *s, struct eng_item *it)
@@ -854,10 +870,7 @@ static void drain_chain(struct kite_stream *s)
 		q = c_op(e, &us(s)->tx, s, UK_TX, RO_POLL, path);
 		io_uring_prep_poll_add(q, s->fd, POLLOUT);
 		c_link(q);
-		if (e->cfg.send_timeout_ms) {
-			q = c_tmo(e, &us(s)->tx, s, UK_TX, e->cfg.send_timeout_ms, path);
-			c_link(q);
-		}
+		stall_arm(s);
 	}
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	io_uring_prep_splice(q, p->rd, -1, s->fd, -1, s->pipe_fill, more ? SPLICE_F_MORE : 0);
@@ -908,7 +921,7 @@ static enum tx_step copy_chain(struct kite_stream *s, struct eng_item *it)
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	io_uring_prep_send(q, s->fd, b, (unsigned)(h + n),
 			   MSG_NOSIGNAL | (eng_more_after(it, n) ? MSG_MORE : 0));
-	stall_tmo(s, q, path);
+	stall_arm(s);
 	return STEP_DONE;
 }
 
@@ -994,15 +1007,13 @@ static void notify_chain(struct kite_stream *s)
 	memcpy(CMSG_DATA(cm), &type, sizeof(type));
 	q = c_op(s->e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, -1);
 	io_uring_prep_sendmsg(q, s->fd, &us(s)->tx_msg, MSG_NOSIGNAL);
-	stall_tmo(s, q, -1);
+	stall_arm(s);
 }
 
 /* Our FIN: shutdown(2) here rather than IORING_OP_SHUTDOWN, which the
  * kernel never runs inline (every one is handed to an io-wq worker: a
  * thread wake-up and two context switches per connection). On TCP it
  * only queues the FIN and does not block. */
-static void linger_rearm(struct kite_stream *s);
-
 static void shut_now(struct kite_stream *s)
 {
 	eng_sys(s->e, -1);
@@ -1011,9 +1022,7 @@ static void shut_now(struct kite_stream *s)
 		eng_fail(s, -errno);
 		return;
 	}
-	eng_fin_sent(s);
-	if (s->state == ST_LINGER && us(s)->rx.pend)
-		linger_rearm(s);
+	eng_fin_sent(s); /* progress() arms the linger deadline */
 }
 
 /* ---- Send: the next round, step by step ------------------------------------ */
@@ -1216,19 +1225,6 @@ static void tx_next(struct kite_stream *s)
 	}
 }
 
-static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch);
-
-/* The receive armed while open waits with the idle timeout; lingering
- * promises ENG_LINGER_MS. Cancel it: rx_done() ignores the -ECANCELED of a
- * timer that did not fire, and progress re-arms with the linger deadline. */
-static void linger_rearm(struct kite_stream *s)
-{
-	if (us(s)->misc.pend || !u_room(s->e, 4))
-		return; /* the idle timeout still bounds it */
-	ch_begin(&us(s)->misc);
-	cancel_chain_ops(s, &us(s)->rx);
-}
-
 /* ---- Send: one handler per completed chain kind --------------------------- */
 
 /* A TX chain's completions, folded. */
@@ -1237,7 +1233,6 @@ struct tx_result {
 	uint64_t out;    /* bytes the socket op moved */
 	unsigned outs;   /* socket ops that moved bytes */
 	int err;         /* a socket, poll or shutdown error */
-	bool fired;      /* the chain's timeout fired */
 };
 
 /* Handlers return 0, -errno (the chain failed), or TX_RETRY: nothing
@@ -1253,9 +1248,6 @@ static void tx_collect(struct kite_stream *s, struct tx_result *t)
 		int res = ch->res[i];
 
 		switch (ch->role[i]) {
-		case RO_TMO:
-			t->fired |= res == -ETIME;
-			break;
 		case RO_FILE_IN:
 			t->in = res;
 			if (res > 0 && s->buf >= 0) /* READ into the buffer (a splice writes none) */
@@ -1434,6 +1426,7 @@ static void tx_done(struct kite_stream *s)
 	struct tx_result t;
 	int err;
 
+	us(s)->stall_due = 0;
 	tx_collect(s, &t);
 	if (!eng_live(s)) {
 		/* Dying: the pipe's content is unknown now. */
@@ -1447,13 +1440,6 @@ static void tx_done(struct kite_stream *s)
 		      ? tx_handlers[kind](s, &t) : t.err;
 	if (err == TX_RETRY)
 		return;
-	if (t.fired && !t.out) {
-		if (s->conn)
-			kite_conn_fail(s->conn, -ETIMEDOUT, "no send progress for %u ms",
-				       s->e->cfg.send_timeout_ms);
-		eng_fail(s, -ETIMEDOUT);
-		return;
-	}
 	if (err) {
 		if (s->state == ST_LINGER)
 			eng_finish(s); /* our end is out: the peer went first */
@@ -1472,9 +1458,8 @@ static void cancel_chain_ops(struct kite_stream *s, struct uchain *ch)
 	for (int i = 0; i < ch->n && us(s)->misc.n < 4; i++) {
 		struct io_uring_sqe *q;
 
-		/* Cancelling the head of a link fails the rest; timeouts go
-		 * with their target. */
-		if ((ch->done & (1u << i)) || ch->role[i] == RO_TMO)
+		/* Cancelling the head of a link fails the rest. */
+		if (ch->done & (1u << i))
 			continue;
 		q = c_op(s->e, &us(s)->misc, s, UK_MISC, RO_CANCEL, -1);
 		io_uring_prep_cancel(q, &ch->op[i], 0);
@@ -1543,11 +1528,11 @@ static void u_progress(struct kite_stream *s)
 		if (eng_live(s) && !us(s)->rx.pend && !us(s)->ctrl_ready) {
 			if (eng_rx_wanted(s))
 				rx_arm(s);
-			else if (s->rx_eof && s->state == ST_OPEN)
-				idle_arm(s);
 			else if (s->rx_eof && s->state == ST_LINGER)
 				eng_finish(s);
 		}
+		if (eng_live(s))
+			timer_arm(s, eng_now_ms());
 		if (s->state != ST_DEAD)
 			return;
 		/* fallthrough */
@@ -1625,6 +1610,7 @@ static int u_wait(struct kite_engine *e, int timeout_ms)
 	struct io_uring *r = &u->ring;
 	struct io_uring_cqe *cqe;
 	struct __kernel_timespec ts;
+	struct eng_timer *t;
 	uint64_t now = eng_now_ms();
 	unsigned head, n = 0;
 	int ret;
@@ -1655,6 +1641,13 @@ static int u_wait(struct kite_engine *e, int timeout_ms)
 		}
 		arm_accept(e, l);
 	}
+	/* The wait ends at the nearest deadline: no timeout operations. */
+	if ((t = eng_timer_top(&u->timers))) {
+		if (t->due <= now)
+			timeout_ms = 0;
+		else if (timeout_ms < 0 || (uint64_t)timeout_ms > t->due - now)
+			timeout_ms = (int)(t->due - now);
+	}
 	if (timeout_ms == 0) {
 		e->st.enters++;
 		eng_sys(e, -1);
@@ -1677,6 +1670,7 @@ static int u_wait(struct kite_engine *e, int timeout_ms)
 		n++;
 	}
 	io_uring_cq_advance(r, n);
+	timers_run(e);
 	return 0;
 }
 
@@ -1732,7 +1726,6 @@ static const struct {
 	bool required;
 } needed_ops[] = {
 	{IORING_OP_POLL_ADD, "POLL_ADD", true},
-	{IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT", true},
 	{IORING_OP_TIMEOUT, "TIMEOUT", true},
 	{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL", true},
 	{IORING_OP_ACCEPT, "ACCEPT", true},
@@ -1755,6 +1748,7 @@ static void u_fini(struct kite_engine *e)
 	io_uring_queue_exit(&u->ring);
 	rxring_fini(u);
 	eng_pools_fini(e);
+	eng_timers_fini(&u->timers);
 	free(u);
 	e->ring = NULL;
 }

@@ -6,14 +6,17 @@
  * time; prints a table (or --json).
  *
  *   engine-bench [--syscalls] [--json] [--rung R] [--scenario S] [--requests N]
- *                [--conns C] [--size BYTES]
+ *                [--conns C] [--size BYTES] [--max-sqes X]
  *
  * Each scenario: C keep-alive connections fetch N files of one size in
  * turn. The engine runs on this process's only thread; the clients run in
  * a forked child, so `strace -c engine-bench --scenario S` (no -f) counts
  * exactly the engine's side (tools/kite-syscalls does that as a check).
  * Handshake syscalls are reported per connection and left out of the
- * per-request figures.
+ * per-request figures. With --max-sqes it is a test: exit 1 when an
+ * io_uring row needs more than X submissions per request (a keep-alive
+ * request's work per round: a timeout operation linked to every receive
+ * and send, as the engine once had, shows up here).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -201,6 +204,8 @@ int main(int argc, char **argv)
 {
 	const char *only_rung = NULL, *only_sc = NULL;
 	unsigned requests = 0, conns = 4;
+	double max_sqes = 0;
+	int over = 0;
 	size_t size = 0;
 	bool json = false, first = true;
 	struct t_creds cr;
@@ -222,9 +227,12 @@ int main(int argc, char **argv)
 			conns = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--size") && i + 1 < argc)
 			size = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--max-sqes") && i + 1 < argc)
+			max_sqes = strtod(argv[++i], NULL);
 		else {
 			fprintf(stderr, "usage: %s [--syscalls] [--json] [--rung uring|uring-basic|epoll] "
-				"[--scenario NAME] [--requests N] [--conns C] [--size BYTES]\n"
+				"[--scenario NAME] [--requests N] [--conns C] [--size BYTES] "
+				"[--max-sqes X]\n"
 				"scenarios: plain-large plain-large-nopipe plain-small tls-large "
 				"tls-large-nopipe tls-small\n", argv[0]);
 			return 2;
@@ -265,9 +273,15 @@ int main(int argc, char **argv)
 				continue; /* rung not available here: said on stderr */
 			print_row(&res, json, first);
 			first = false;
+			if (max_sqes > 0 && strcmp(rungs[ri], "epoll") &&
+			    (double)res.st.sqes / res.requests > max_sqes) {
+				fprintf(stderr, "FAIL: %s %s: %.2f SQEs per request, at most %.2f wanted\n",
+					rungs[ri], sc->name, (double)res.st.sqes / res.requests, max_sqes);
+				over++;
+			}
 		}
 	}
 	if (json)
 		printf("\n]}\n");
-	return 0;
+	return over ? 1 : 0;
 }
