@@ -296,6 +296,15 @@ fail:
 	return r;
 }
 
+int kite_engine_forget_fd(struct kite_engine *e, int fd)
+{
+	if (!e || fd < 0)
+		return -EINVAL;
+	if (e->be->forget_fd)
+		e->be->forget_fd(e, fd);
+	return 0;
+}
+
 void *kite_engine_user(const struct kite_engine *e)
 {
 	return e ? e->cfg.user : NULL;
@@ -532,6 +541,15 @@ void eng_kick(struct kite_stream *s)
 	e->kick_tail = &s->kick_next;
 }
 
+/* The item no longer needs its file's registration (an operation in flight
+ * holds a reference of its own). */
+static void item_unregister(struct kite_engine *e, struct eng_item *it)
+{
+	if (it->kind == ITEM_FILE && it->reg)
+		e->be->file_put(e, (int)it->reg - 1);
+	it->reg = 0;
+}
+
 static void drop_queue(struct kite_stream *s)
 {
 	bool head = true;
@@ -540,6 +558,7 @@ static void drop_queue(struct kite_stream *s)
 		struct eng_item *it = s->qhead;
 
 		s->qhead = it->next;
+		item_unregister(s->e, it);
 		if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
 			if (head && s->e->be->tx_busy && s->e->be->tx_busy(s) && s->late_fd < 0) {
 				/* The ring may still read this descriptor (io_uring
@@ -942,7 +961,9 @@ int kite_stream_queue_unit(struct kite_stream *s, uint32_t lane, const void *hea
 	int r = -EINVAL;
 
 	if (!s || (!head && head_len) || (fd < 0 && len) || off < 0 ||
-	    (flags & ~KITE_UNIT_CLOSE_FD) || (uint64_t)off + len < (uint64_t)off ||
+	    (flags & ~(KITE_UNIT_CLOSE_FD | KITE_UNIT_KEEP_FD)) ||
+	    ((flags & KITE_UNIT_CLOSE_FD) && (flags & KITE_UNIT_KEEP_FD)) ||
+	    (uint64_t)off + len < (uint64_t)off ||
 	    (uint64_t)off + len > (uint64_t)INT64_MAX)
 		goto err;
 	r = queue_check(s, head_len > SIZE_MAX - ENG_ITEM_CHARGE ? SIZE_MAX : head_len + ENG_ITEM_CHARGE);
@@ -968,6 +989,12 @@ int kite_stream_queue_unit(struct kite_stream *s, uint32_t lane, const void *hea
 		it->kind = ITEM_FILE;
 		it->flags = flags;
 		it->fd = fd;
+		/* Registered when queued, not when its first round starts: a
+		 * kite_engine_forget_fd() in between must not make a stale
+		 * registration for a descriptor number the caller reuses
+		 * later. */
+		if ((flags & KITE_UNIT_KEEP_FD) && s->e->be->file_get)
+			it->reg = (unsigned)(s->e->be->file_get(s->e, fd) + 1);
 		it->off = (uint64_t)off;
 		it->left = len;
 		it->head_len = it->hleft = (uint32_t)head_len;
@@ -1067,6 +1094,7 @@ void eng_item_pop(struct kite_stream *s)
 	for (int p = 0; p < KITE_PATH_COUNT; p++)
 		if (it->paths & (1u << p))
 			e->st.path[p].requests++;
+	item_unregister(e, it);
 	if (it->kind == ITEM_FILE && (it->flags & KITE_SENDFILE_CLOSE_FD)) {
 		close(it->fd);
 		eng_sys(e, -1);

@@ -57,10 +57,13 @@ enum eng_item_kind { ITEM_BUF, ITEM_FILE };
 struct eng_item {
 	struct eng_item *next;
 	uint8_t kind;
-	unsigned flags;       /* KITE_SENDFILE_CLOSE_FD */
+	unsigned flags;       /* KITE_SENDFILE_CLOSE_FD, KITE_SENDFILE_KEEP_FD */
 	int fd;               /* ITEM_FILE */
 	uint32_t lane;        /* 0: the ordered lane (kite.h, kite_stream_queue_unit) */
 	uint64_t tag;         /* finish tag: the queue is sorted by it */
+	/* ITEM_FILE: registered file + 1 (eng_backend.file_get), 0: none, so
+	 * that a zeroed item holds no registration. */
+	unsigned reg;
 	uint64_t off;         /* ITEM_FILE: next file offset to read; ITEM_BUF: bytes done */
 	uint64_t len;         /* bytes not yet in the socket (head included) */
 	uint64_t left;        /* bytes not yet taken (read from the file, or encrypted
@@ -176,6 +179,14 @@ struct eng_backend {
 	int (*wait)(struct kite_engine *e, int timeout_ms);
 	/* Cancel listener and wakeup operations (before destroy). */
 	void (*quiesce)(struct kite_engine *e);
+	/* Registered files (optional; KITE_SENDFILE_KEEP_FD): file_get returns
+	 * the registration of fd with a reference for the caller, registering
+	 * it first if needed, or -1 (none: the item reads through fd);
+	 * file_put drops a reference; forget_fd unregisters fd once nothing
+	 * holds its registration. */
+	int (*file_get)(struct kite_engine *e, int fd);
+	void (*file_put)(struct kite_engine *e, int slot);
+	void (*forget_fd)(struct kite_engine *e, int fd);
 };
 
 struct eng_pipe {

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -89,6 +90,7 @@ struct uring_stream {
 	struct kite_stream super;
 	struct uchain rx, tx, misc;
 	uint8_t tx_kind;       /* enum tx_kind: what the TX chain in flight is */
+	int tx_slot;           /* registered file it reads through (a reference), -1: none */
 	uint8_t tx_path;       /* path charged for it */
 	uint32_t tx_len;       /* bytes it was asked to move */
 	bool need_pollout;     /* last splice into the socket said EAGAIN */
@@ -136,6 +138,25 @@ struct uring_state {
 	uint8_t *br_mem;
 	unsigned br_n;
 	struct eng_timers timers; /* every stream's nearest deadline */
+	/* Registered files (KITE_SENDFILE_KEEP_FD): a sparse table of nfiles
+	 * slots, free ones on a list from file_free; fd_slot[fd] is the slot
+	 * of descriptor fd + 1 (0: none). files NULL: no table. */
+	struct ufile *files;
+	unsigned nfiles;
+	int file_free;
+	int *fd_slot;
+	size_t fd_slot_n;
+};
+
+/* A slot of the registered file table. refs: queued items and TX chains in
+ * flight that read through it; a forgotten slot is emptied when the last
+ * goes, never before: io_uring looks a splice's or read's file up when the
+ * op runs, which may be long after the submission. */
+struct ufile {
+	int fd;
+	uint32_t refs;
+	bool forgotten;
+	int next_free;
 };
 
 static struct io_uring *ring_of(struct kite_engine *e)
@@ -313,6 +334,7 @@ static int u_attach(struct kite_stream *s)
 	struct uring_state *u = s->e->ring;
 
 	us(s)->rx_bid = -1; /* no shared buffer held */
+	us(s)->tx_slot = -1;
 	us(s)->tm.pos = -1;
 	/* A timer for every stream that exists: setting one never fails. */
 	return eng_timers_reserve(&u->timers, s->e->st.streams);
@@ -447,6 +469,148 @@ static int rx_dest(struct kite_stream *s, void **dst, size_t *len)
 	*dst = us(s)->rx_own;
 	*len = ENG_RX_BUF;
 	return 0;
+}
+
+/* ---- Registered files ------------------------------------------------------ */
+
+/* Slots of the sparse table (rung uring). Beyond them, KEEP_FD ranges read
+ * through their descriptor as any other. */
+#define FILE_SLOTS 1024u
+
+static void files_init(struct kite_engine *e, struct uring_state *u, char *note, size_t len)
+{
+	unsigned n = FILE_SLOTS;
+	struct rlimit rl;
+	int r;
+
+	snprintf(note, len, "no registered files");
+	/* The kernel refuses a table larger than RLIMIT_NOFILE (EMFILE). */
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < n)
+		n = (unsigned)rl.rlim_cur;
+	eng_sys(e, -1);
+	u->files = calloc(n, sizeof(*u->files));
+	if (!u->files)
+		return;
+	/* Sparse (Linux >= 5.19): every slot empty until a descriptor is
+	 * put there with IORING_REGISTER_FILES_UPDATE. */
+	r = io_uring_register_files_sparse(&u->ring, n);
+	eng_sys(e, -1);
+	if (r) {
+		free(u->files);
+		u->files = NULL;
+		snprintf(note, len, "no registered files (%s%s)", kite_strerror(r),
+			 r == -EINVAL ? ", Linux < 5.19?" : "");
+		return;
+	}
+	u->nfiles = n;
+	u->file_free = -1;
+	for (unsigned i = n; i-- > 0;) {
+		u->files[i].next_free = u->file_free;
+		u->file_free = (int)i;
+	}
+	snprintf(note, len, "%u registered file slots", n);
+}
+
+static void files_fini(struct uring_state *u)
+{
+	free(u->files);
+	free(u->fd_slot);
+	u->files = NULL;
+	u->fd_slot = NULL;
+}
+
+/* fd's slot with a reference, registering fd first; -1: no table, the
+ * table is full, or no memory (the range reads through fd). */
+static int u_file_get(struct kite_engine *e, int fd)
+{
+	struct uring_state *u = e->ring;
+	int slot, r;
+
+	if (!u->files)
+		return -1;
+	if ((size_t)fd < u->fd_slot_n && u->fd_slot[fd]) {
+		slot = u->fd_slot[fd] - 1;
+		u->files[slot].refs++;
+		return slot;
+	}
+	if (u->file_free < 0)
+		return -1;
+	if ((size_t)fd >= u->fd_slot_n) {
+		size_t n = u->fd_slot_n ? u->fd_slot_n : 64;
+		int *v;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		v = realloc(u->fd_slot, n * sizeof(*v));
+		if (!v)
+			return -1;
+		memset(v + u->fd_slot_n, 0, (n - u->fd_slot_n) * sizeof(*v));
+		u->fd_slot = v;
+		u->fd_slot_n = n;
+	}
+	slot = u->file_free;
+	/* The table holds its own reference to the file from now on. */
+	r = io_uring_register_files_update(&u->ring, (unsigned)slot, &fd, 1);
+	eng_sys(e, -1);
+	if (r != 1)
+		return -1;
+	u->file_free = u->files[slot].next_free;
+	u->files[slot] = (struct ufile){.fd = fd, .refs = 1, .next_free = -1};
+	u->fd_slot[fd] = slot + 1;
+	e->st.files_registered++;
+	return slot;
+}
+
+/* Empty a forgotten slot (the table drops its file reference) for reuse. */
+static void file_release(struct kite_engine *e, int slot)
+{
+	struct uring_state *u = e->ring;
+	int none = -1;
+
+	(void)io_uring_register_files_update(&u->ring, (unsigned)slot, &none, 1);
+	eng_sys(e, -1);
+	u->files[slot].next_free = u->file_free;
+	u->file_free = slot;
+}
+
+static void u_file_put(struct kite_engine *e, int slot)
+{
+	struct uring_state *u = e->ring;
+
+	if (!u || !u->files) /* after fini: the ring, and its table, are gone */
+		return;
+	if (!--u->files[slot].refs && u->files[slot].forgotten)
+		file_release(e, slot);
+}
+
+static void u_forget_fd(struct kite_engine *e, int fd)
+{
+	struct uring_state *u = e->ring;
+	int slot;
+
+	if (!u->files || (size_t)fd >= u->fd_slot_n || !u->fd_slot[fd])
+		return;
+	slot = u->fd_slot[fd] - 1;
+	u->fd_slot[fd] = 0; /* the next KEEP_FD range of this number registers anew */
+	u->files[slot].forgotten = true;
+	if (!u->files[slot].refs)
+		file_release(e, slot);
+}
+
+/* The file side of the TX chain being prepared: the item's registration
+ * (*fixed; the chain holds a reference until its last CQE) or its fd. */
+static int tx_file(struct kite_stream *s, const struct eng_item *it, bool *fixed)
+{
+	struct uring_state *u = s->e->ring;
+
+	int slot = (int)it->reg - 1;
+
+	*fixed = it->reg != 0;
+	if (!*fixed)
+		return it->fd;
+	u->files[slot].refs++;
+	us(s)->tx_slot = slot;
+	return slot;
 }
 
 /* ---- Deadlines ------------------------------------------------------------- */
@@ -832,7 +996,8 @@ static void splice_chain(struct kite_stream *s, struct eng_item *it)
 	uint64_t n = it->left < e->pipe_cap ? it->left : e->pipe_cap;
 	int path = eng_path(s, MECH_SPLICE);
 	struct io_uring_sqe *q;
-	bool more;
+	bool more, fixed;
+	int in;
 
 	/* A pipe slot holds one page: from an unaligned offset the range
 	 * needs one slot more than its size suggests. Stay a 16 KiB multiple
@@ -845,7 +1010,11 @@ static void splice_chain(struct kite_stream *s, struct eng_item *it)
 	/* A short splice (end of file, partial page) fails the link: the
 	 * second SPLICE then completes -ECANCELED and the bytes wait in the
 	 * pipe for the next round. */
-	io_uring_prep_splice(q, it->fd, (int64_t)it->off, p->wr, -1, (unsigned)n, 0);
+	in = tx_file(s, it, &fixed);
+	/* SPLICE_F_FD_IN_FIXED: fd_in is a registered file's index
+	 * (IOSQE_FIXED_FILE would name fd_out). */
+	io_uring_prep_splice(q, in, (int64_t)it->off, p->wr, -1, (unsigned)n,
+			     fixed ? SPLICE_F_FD_IN_FIXED : 0);
 	c_link(q);
 	q = c_op(e, &us(s)->tx, s, UK_TX, RO_SOCK_OUT, path);
 	/* SPLICE_F_MORE (MSG_MORE to kTLS) keeps the record open across
@@ -881,13 +1050,17 @@ static struct io_uring_sqe *read_op(struct kite_stream *s, struct eng_item *it, 
 {
 	struct kite_engine *e = s->e;
 	struct io_uring_sqe *q = c_op(e, &us(s)->tx, s, UK_TX, RO_FILE_IN, path);
+	bool fixed;
+	int fd = tx_file(s, it, &fixed);
 
 	/* READ_FIXED: the buffer index names the registered buffer dst lies
 	 * in; the kernel skips pinning the pages for every read. */
 	if (e->fixed_bufs)
-		io_uring_prep_read_fixed(q, it->fd, dst, (unsigned)n, it->off, s->buf);
+		io_uring_prep_read_fixed(q, fd, dst, (unsigned)n, it->off, s->buf);
 	else
-		io_uring_prep_read(q, it->fd, dst, (unsigned)n, it->off);
+		io_uring_prep_read(q, fd, dst, (unsigned)n, it->off);
+	if (fixed)
+		q->flags |= IOSQE_FIXED_FILE; /* fd is a registered file's index */
 	return q;
 }
 
@@ -1427,6 +1600,10 @@ static void tx_done(struct kite_stream *s)
 	int err;
 
 	us(s)->stall_due = 0;
+	if (us(s)->tx_slot >= 0) {
+		u_file_put(s->e, us(s)->tx_slot);
+		us(s)->tx_slot = -1;
+	}
 	tx_collect(s, &t);
 	if (!eng_live(s)) {
 		/* Dying: the pipe's content is unknown now. */
@@ -1747,6 +1924,7 @@ static void u_fini(struct kite_engine *e)
 		return;
 	io_uring_queue_exit(&u->ring);
 	rxring_fini(u);
+	files_fini(u);
 	eng_pools_fini(e);
 	eng_timers_fini(&u->timers);
 	free(u);
@@ -1844,10 +2022,10 @@ static int register_bufs(struct kite_engine *e, struct uring_state *u)
 	return r;
 }
 
-static void describe(struct kite_engine *e, const char *rxnote)
+static void describe(struct kite_engine *e, const char *rxnote, const char *filenote)
 {
 	snprintf(e->detail, sizeof(e->detail), "io_uring %s%s%s%s%s, %s, %u %s buffers of %zu KiB, "
-		 "%u pipes of %zu KiB, %s",
+		 "%u pipes of %zu KiB, %s, %s",
 		 e->ring_flags & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER|" : "",
 		 e->ring_flags & IORING_SETUP_DEFER_TASKRUN ? "DEFER_TASKRUN|" : "",
 		 e->ring_flags & IORING_SETUP_COOP_TASKRUN ? "COOP_TASKRUN|" : "",
@@ -1855,7 +2033,7 @@ static void describe(struct kite_engine *e, const char *rxnote)
 		 e->ring_flags ? "" : "no setup flags",
 		 e->multishot ? "multishot accept" : "single-shot accept",
 		 e->nbufs, e->fixed_bufs ? "registered" : "plain", e->cfg.buffer_size >> 10,
-		 e->npipes, e->pipe_cap >> 10, rxnote);
+		 e->npipes, e->pipe_cap >> 10, rxnote, filenote);
 }
 
 static int u_init(struct kite_engine *e)
@@ -1863,7 +2041,7 @@ static int u_init(struct kite_engine *e)
 	/* SPLICE always runs in io-wq workers (it may block on the file):
 	 * bound them so a burst cannot spawn hundreds. */
 	unsigned workers[2] = {8, 16};
-	char rxnote[96] = "own receive buffers";
+	char rxnote[96] = "own receive buffers", filenote[96] = "no registered files";
 	struct uring_state *u;
 	int r;
 
@@ -1892,10 +2070,11 @@ static int u_init(struct kite_engine *e)
 		e->fixed_bufs = true;
 		e->multishot = true;
 		rxring_init(e, u, rxnote, sizeof(rxnote));
+		files_init(e, u, filenote, sizeof(filenote));
 	}
 	(void)io_uring_register_iowq_max_workers(&u->ring, workers);
 	eng_sys(e, -1);
-	describe(e, rxnote);
+	describe(e, rxnote, filenote);
 	return 0;
 fail:
 	eng_pools_fini(e);
@@ -1918,4 +2097,7 @@ const struct eng_backend eng_uring = {
 	.progress = u_progress,
 	.wait = u_wait,
 	.quiesce = u_quiesce,
+	.file_get = u_file_get,
+	.file_put = u_file_put,
+	.forget_fd = u_forget_fd,
 };

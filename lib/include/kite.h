@@ -558,6 +558,18 @@ void *kite_engine_user(const struct kite_engine *e);
  */
 void kite_engine_set_ctx(struct kite_engine *e, struct kite_ctx *ctx);
 
+/*
+ * fd, queued before with KITE_SENDFILE_KEEP_FD, is about to be closed: the
+ * engine drops its registration (ranges already queued still read the same
+ * file; the caller still keeps fd open until their on_drain or on_close,
+ * as for any range). Without this a new file that gets the same descriptor
+ * number would be read through the old registration: the old file's bytes.
+ * Call it from the engine's thread. A no-op where nothing is registered
+ * (the epoll and uring-basic rungs, an fd never queued with the flag).
+ * Returns 0, or -EINVAL (e NULL, fd < 0).
+ */
+int kite_engine_forget_fd(struct kite_engine *e, int fd);
+
 /* Which rung runs and why. Strings are owned by the engine. */
 struct kite_engine_info {
 	enum kite_engine_backend backend; /* never AUTO */
@@ -629,7 +641,9 @@ struct kite_engine_stats {
 				   * TCP's queued records first (see engine/core.c) */
 	uint64_t rx_nobufs;       /* receives that found no shared buffer free
 				   * (rx_buffers) and used the stream's own */
-	uint64_t reserved[32];    /* ABI: zero; later members come from here */
+	uint64_t files_registered; /* KITE_SENDFILE_KEEP_FD descriptors registered
+				    * with the ring (io_uring rung uring) */
+	uint64_t reserved[31];    /* ABI: zero; later members come from here */
 };
 int kite_engine_stats(const struct kite_engine *e, struct kite_engine_stats *st);
 
@@ -642,13 +656,18 @@ KITE_MUST_CHECK ssize_t kite_stream_send(struct kite_stream *s, const void *buf,
 
 /* kite_stream_sendfile() flags. */
 #define KITE_SENDFILE_CLOSE_FD (1u << 0) /* the engine closes fd after the range (or on error) */
+/* fd outlives the range (e.g. an open-file cache's): the engine may register
+ * it with the ring once and read it through the registration from then on.
+ * The caller must call kite_engine_forget_fd() before closing fd. */
+#define KITE_SENDFILE_KEEP_FD (1u << 1)
 
 /*
  * Queue len bytes of the regular file fd from offset off. Without
  * KITE_SENDFILE_CLOSE_FD the caller keeps fd open until on_drain or
  * on_close. If the file ends before off + len the stream is aborted with
  * -ENODATA: the peer gets a reset, never wrong bytes. Returns 0, -ENOBUFS,
- * -EPIPE, -EINVAL (also for a negative offset or fd). With
+ * -EPIPE, -EINVAL (also for a negative offset or fd, unknown flags, or
+ * both KITE_SENDFILE_CLOSE_FD and KITE_SENDFILE_KEEP_FD). With
  * KITE_SENDFILE_CLOSE_FD, fd is closed on every error return as well.
  */
 KITE_MUST_CHECK int kite_stream_sendfile(struct kite_stream *s, int fd, off_t off, size_t len,
@@ -656,6 +675,7 @@ KITE_MUST_CHECK int kite_stream_sendfile(struct kite_stream *s, int fd, off_t of
 
 /* kite_stream_queue_unit() flags. */
 #define KITE_UNIT_CLOSE_FD KITE_SENDFILE_CLOSE_FD /* the engine closes fd after the unit (or on error) */
+#define KITE_UNIT_KEEP_FD KITE_SENDFILE_KEEP_FD   /* fd outlives the unit (kite_engine_forget_fd) */
 
 /*
  * Queue one unit: head_len bytes copied from head, then len bytes of the
@@ -695,7 +715,8 @@ KITE_MUST_CHECK int kite_stream_sendfile(struct kite_stream *s, int fd, off_t of
  * -ENODATA. Returns 0; -ENOBUFS when the queue would exceed max_queued
  * (wait for on_drain); -EMSGSIZE if it never could; -EPIPE after
  * kite_stream_close(); -EINVAL (s NULL, head NULL with head_len, fd < 0
- * with len, negative offset, range past the end of off_t, unknown flags);
+ * with len, negative offset, range past the end of off_t, unknown flags,
+ * both KITE_UNIT_CLOSE_FD and KITE_UNIT_KEEP_FD);
  * -ENOMEM. On an error nothing is queued, and with KITE_UNIT_CLOSE_FD fd
  * (if >= 0) is closed on every error return too.
  */

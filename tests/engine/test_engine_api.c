@@ -7,8 +7,11 @@
  * its own), TLS and plaintext, then both sides close gracefully. A server
  * stream makes its TLS session only once the client has spoken. Units (a
  * head and a file range as one item) arrive exactly, bad ones queue
- * nothing, and lanes share a stream fairly. Small on purpose: this is the
- * test to run under valgrind.
+ * nothing, and lanes share a stream fairly. A file kept open by the caller
+ * (KITE_SENDFILE_KEEP_FD) goes out many times, and after
+ * kite_engine_forget_fd() a different file under the same descriptor
+ * number goes out with its own bytes. Small on purpose: this is the test
+ * to run under valgrind.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -116,6 +119,18 @@ static void bad_calls(void)
 	fd = open("/dev/null", O_RDONLY);
 	t_assert(kite_stream_sendfile(s, fd, -1, 1, KITE_SENDFILE_CLOSE_FD) == -EINVAL, "bad + close");
 	t_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "CLOSE_FD must close on error");
+	fd = open("/dev/null", O_RDONLY);
+	t_assert(kite_stream_sendfile(s, fd, 0, 1, KITE_SENDFILE_CLOSE_FD | KITE_SENDFILE_KEEP_FD) ==
+		 -EINVAL, "CLOSE_FD with KEEP_FD");
+	t_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "CLOSE_FD | KEEP_FD must close on error");
+	fd = open("/dev/null", O_RDONLY);
+	t_assert(kite_stream_queue_unit(s, 1, NULL, 0, fd, 0, 1,
+					KITE_UNIT_CLOSE_FD | KITE_UNIT_KEEP_FD) == -EINVAL,
+		 "unit with CLOSE_FD and KEEP_FD");
+	t_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "unit CLOSE_FD | KEEP_FD must close on error");
+	t_assert(kite_engine_forget_fd(NULL, 3) == -EINVAL, "forget_fd(NULL)");
+	t_assert(kite_engine_forget_fd(e, -1) == -EINVAL, "forget_fd(-1)");
+	t_ok(kite_engine_forget_fd(e, 1000)); /* never registered: nothing to do */
 	t_assert(kite_stream_send(s, "hello", 5) == 5, "send");
 	t_assert(kite_stream_queued(s) == 5 + 64, "queued %zu", kite_stream_queued(s));
 	t_ok(kite_stream_close(s));
@@ -916,6 +931,172 @@ static void unit_fairness(bool tls, struct t_creds *cr)
 	kite_ctx_destroy(cctx);
 }
 
+/* ---- Kept file descriptors (KITE_SENDFILE_KEEP_FD) ---- */
+
+static bool kept_open;
+
+static void kept_on_open(struct kite_stream *s)
+{
+	(void)s;
+	kept_open = true;
+}
+
+/* Run the engine until the peer has read len bytes, which must be the
+ * bytes [off, off + len) of f. */
+static void expect_range(struct kite_engine *e, int fd, struct kite_conn *cc,
+			 const struct et_file *f, size_t off, size_t len, const char *what)
+{
+	uint8_t *got = malloc(len), *want = malloc(len);
+	uint64_t until = t_now_ms() + 30000;
+	size_t have = 0;
+
+	t_assert(got && want, "malloc");
+	while (have < len && t_now_ms() < until) {
+		ssize_t n;
+
+		t_ok(kite_engine_run(e, 1));
+		do {
+			if (cc) {
+				n = kite_recv(cc, got + have, len - have);
+			} else {
+				n = read(fd, got + have, len - have);
+				if (n < 0)
+					n = -errno;
+			}
+			if (n > 0)
+				have += (size_t)n;
+		} while (n > 0 && have < len);
+		t_assert(n > 0 || n == -EAGAIN, "%s: peer read %zd after %zu bytes", what, n, have);
+	}
+	t_assert(have == len, "%s: %zu of %zu bytes arrived", what, have, len);
+	t_assert(pread(f->ref, want, len, (off_t)off) == (ssize_t)len, "reference file");
+	t_assert(!memcmp(got, want, len), "%s: wrong bytes (an old registration's file?)", what);
+	free(got);
+	free(want);
+}
+
+/* Ranges of a kept descriptor, small (read into a buffer) and large
+ * (splice on kernel TLS and plaintext), checked byte for byte. */
+static void send_kept(struct kite_engine *e, struct kite_stream *s, int peer, struct kite_conn *cc,
+		      int fd, const struct et_file *f, const char *what)
+{
+	for (unsigned i = 0; i < 12; i++) {
+		size_t len = i % 2 ? 200000 : 4096, off = (i * 4099u) % (f->size - len);
+
+		if (i % 3 == 2) /* a unit on a lane of its own takes the flag too */
+			t_ok(kite_stream_queue_unit(s, 1, NULL, 0, fd, (off_t)off, len,
+						    KITE_UNIT_KEEP_FD));
+		else
+			t_ok(kite_stream_sendfile(s, fd, (off_t)off, len, KITE_SENDFILE_KEEP_FD));
+		expect_range(e, peer, cc, f, off, len, what);
+	}
+}
+
+/* A descriptor kept across many ranges is registered with the ring once
+ * (rung uring); after forget and close, another file that gets the same
+ * descriptor number must go out with its own bytes, never through the
+ * old registration. A range queued before the forget still sends its
+ * file. */
+static void kept_files(struct t_creds *cr, bool tls)
+{
+	struct kite_ctx *sctx = tls ? t_server_ctx(cr, NULL, KITE_KTLS_DEFAULT) : NULL;
+	struct kite_ctx *cctx = tls ? t_client_ctx(NULL, KITE_KTLS_DEFAULT) : NULL;
+	struct kite_engine_config c;
+	struct kite_engine_info info;
+	struct kite_engine_stats st;
+	struct kite_engine *e;
+	struct kite_stream *s;
+	struct kite_conn *cc = NULL;
+	struct et_file a, b;
+	int sv[2], num, r;
+	bool table;
+	uint64_t until;
+
+	kite_engine_config_init(&c);
+	c.ctx = sctx;
+	c.on_open = kept_on_open;
+	t_ok(kite_engine_create(&e, &c));
+	t_ok(kite_engine_describe(e, &info));
+	table = strstr(info.detail, "registered file slots") != NULL;
+	if (tls) {
+		struct sockaddr_in sa;
+		socklen_t sl = sizeof(sa);
+		int l = kite_listen_reuseport("127.0.0.1", 0, 4);
+
+		t_assert(l >= 0 && !getsockname(l, (struct sockaddr *)&sa, &sl), "listen");
+		sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		if (sv[1] < 0 || (connect(sv[1], (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS))
+			t_fail("connect: %s", strerror(errno));
+		sv[0] = accept(l, NULL, NULL);
+		t_assert(sv[0] >= 0, "accept");
+		close(l);
+	} else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv)) {
+		t_fail("socketpair");
+	}
+	kept_open = false;
+	t_ok(kite_engine_adopt(e, sv[0], &s));
+	until = t_now_ms() + 20000;
+	if (tls) {
+		t_ok(kite_conn_create(&cc, cctx, sv[1]));
+		while ((r = kite_handshake(cc)) == -EAGAIN && t_now_ms() < until)
+			t_ok(kite_engine_run(e, 1));
+		t_ok(r);
+	}
+	while (!kept_open && t_now_ms() < until)
+		t_ok(kite_engine_run(e, 1));
+	t_assert(kept_open, "stream did not open");
+
+	et_make_file(&a, 300000, 31);
+	et_make_file(&b, 300000, 32);
+	num = a.fd;
+	send_kept(e, s, sv[1], cc, num, &a, "kept file");
+	t_ok(kite_engine_stats(e, &st));
+	t_assert(st.files_registered == (table ? 1u : 0u), "%llu registrations (table: %d)",
+		 (unsigned long long)st.files_registered, table);
+
+	/* Forgotten while a range of it is queued: that range still reads it. */
+	t_ok(kite_stream_sendfile(s, num, 1000, 200000, KITE_SENDFILE_KEEP_FD));
+	t_ok(kite_engine_forget_fd(e, num));
+	expect_range(e, sv[1], cc, &a, 1000, 200000, "range queued before the forget");
+
+	/* The caller closes the descriptor; the next file gets its number. */
+	t_assert(dup2(b.fd, num) == num, "dup2: %s", strerror(errno));
+	send_kept(e, s, sv[1], cc, num, &b, "new file under the old number");
+	t_ok(kite_engine_stats(e, &st));
+	t_assert(st.files_registered == (table ? 2u : 0u), "%llu registrations after the forget",
+		 (unsigned long long)st.files_registered);
+	if (tls) {
+		struct kite_conn_info ci;
+
+		t_ok(kite_conn_info(kite_stream_conn(s), &ci));
+		/* Inside UML the large ranges go file -> pipe -> kTLS socket
+		 * through the registered file (SPLICE_F_FD_IN_FIXED) on the
+		 * uring rungs, by sendfile(2) on the epoll rung. */
+		if (t_require_ktls())
+			t_assert(ci.ktls[KITE_TX] && (st.path[KITE_PATH_KTLS_SPLICE].bytes ||
+						     st.path[KITE_PATH_KTLS_SENDFILE].bytes),
+				 "kept file not sent through kernel TLS: %s", ci.ktls_reason[KITE_TX]);
+	}
+	printf("kept descriptors (%s, %s): %llu registrations, new file under an old number ok "
+	       "(%llu bytes spliced, %llu by sendfile, %llu copied, %llu through GnuTLS)\n",
+	       tls ? "TLS" : "plaintext", info.name, (unsigned long long)st.files_registered,
+	       (unsigned long long)(st.path[KITE_PATH_KTLS_SPLICE].bytes +
+				    st.path[KITE_PATH_PLAIN_SPLICE].bytes),
+	       (unsigned long long)(st.path[KITE_PATH_KTLS_SENDFILE].bytes +
+				    st.path[KITE_PATH_PLAIN_SENDFILE].bytes),
+	       (unsigned long long)(st.path[KITE_PATH_KTLS_COPY].bytes +
+				    st.path[KITE_PATH_PLAIN_COPY].bytes),
+	       (unsigned long long)st.path[KITE_PATH_USER].bytes);
+	t_ok(kite_engine_forget_fd(e, num));
+	kite_engine_destroy(e);
+	kite_conn_destroy(cc);
+	close(sv[1]);
+	et_close_files(&a, 1);
+	et_close_files(&b, 1);
+	kite_ctx_destroy(sctx);
+	kite_ctx_destroy(cctx);
+}
+
 /* Both engines on this thread, turn by turn (run(e, 1)): no thread ever
  * blocks in io_uring_enter while the other needs to run. valgrind (3.19)
  * keeps its big lock across io_uring_enter, so this is the shape it can
@@ -1037,6 +1218,8 @@ int main(int argc, char **argv)
 	unit_calls();
 	unit_fairness(false, &cr);
 	unit_fairness(true, &cr);
+	kept_files(&cr, false);
+	kept_files(&cr, true);
 	engine_client(true, &cr);
 	engine_client(false, &cr);
 	printf("ok (KITE_ENGINE=%s)\n", et_rung());
