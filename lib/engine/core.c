@@ -573,8 +573,15 @@ static void drop_queue(struct kite_stream *s)
 				eng_sys(s->e, -1);
 			}
 		}
+		if (head && !s->late_item && s->e->be->tx_busy && s->e->be->tx_busy(s)) {
+			/* A SEND in flight may still read the item's bytes (a
+			 * send that met a full socket is retried by the kernel
+			 * from our buffer): freed once nothing is in flight. */
+			s->late_item = it;
+		} else {
+			free(it);
+		}
 		head = false;
-		free(it);
 	}
 	s->qtail = &s->qhead;
 	s->queued = 0;
@@ -663,6 +670,7 @@ static void stream_free(struct kite_stream *s)
 	drop_queue(s);
 	if (s->late_fd >= 0) /* nothing is in flight any more */
 		close(s->late_fd);
+	free(s->late_item);
 	kite_conn_destroy(s->conn);
 	if (e->be->stream_free)
 		e->be->stream_free(s);

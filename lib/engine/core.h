@@ -124,6 +124,7 @@ struct kite_stream {
 	/* Resources held (indices into the engine's pools, -1: none). */
 	int pipe;
 	int late_fd;          /* a dropped item's file, closed when no op is in flight */
+	struct eng_item *late_item; /* the dropped head item, freed when no op is in flight */
 	uint32_t pipe_fill;   /* bytes in the pipe not yet in the socket */
 	bool pipe_dirty;      /* unknown content: close it instead of reuse */
 	/* A pool buffer: file bytes on the copy path, or GnuTLS records on

@@ -174,6 +174,8 @@ void eng_release_all(struct kite_stream *s)
 		eng_sys(e, -1);
 		s->late_fd = -1;
 	}
+	free(s->late_item);
+	s->late_item = NULL;
 	if (s->pipe >= 0) {
 		eng_pipe_put(e, s->pipe, s->pipe_dirty || s->pipe_fill);
 		s->pipe = -1;
