@@ -10,12 +10,21 @@ Group cache (each step starts its own kite-serve, see serve_test.py):
            path, even with --inline-max 0); HTTP/2 (curl --http2) answers from
            the same entry without a file DATA frame; on the host strace
            counts no file syscall (open, stat, read, close) for 200 cached
-           hits
+           hits; a 256 KiB file (above --small-file-max) is sent from the
+           cached descriptor: over HTTP/1.1 and HTTP/2 the right bytes, on
+           the io_uring rung the descriptor registered with the ring, on
+           the host strace counts for 200 large hits no open, fcntl, dup or
+           close and at most one fstat each
+  inflight an entry of a 64 MiB file evicted while a response from it waits
+           for a client that stopped reading: the descriptor stays open
+           (one more than the entries) until the response is out, the
+           whole body is the file's, then the descriptor is closed
   churn    100,000 requests (10,000 in UML) of distinct paths, half of them
            300 existing files and half nonexistent, pipelined over
            keep-alive (h2load --h1) against --file-cache 64: the process's
            descriptors (/proc/PID/fd, sampled throughout) never exceed its
-           idle count + 64 + a few, and entries were evicted
+           idle count + 64 + a few, entries were evicted, and afterwards
+           the cache holds one descriptor per entry (no reference leaked)
   changes  client threads fetch two paths in a loop over keep-alive while
            the file is replaced by rename, rewritten in place, truncated,
            made unreadable (kite-serve runs as nobody, so chmod 000 counts),
@@ -47,6 +56,8 @@ VALID = 0.5                        # --file-cache-valid in these tests
 SLACK = 2.0 if IN_UML else 0.6     # a request's way through a loaded machine
 WINDOW = 2.0 if IN_UML else 1.0    # how long each state is checked
 NOBODY = 65534
+BIG = 256 << 10                    # above --small-file-max: sent from the descriptor
+HUGE = 64 << 20                    # still going out while its entry is evicted
 
 
 def sha(b):
@@ -65,6 +76,7 @@ def cache_root(t):
     os.makedirs(os.path.join(root, "c"))
     os.makedirs(os.path.join(root, "v", "d"))
     write(os.path.join(root, "one.bin"), st.data(1024, 1))
+    write(os.path.join(root, "big.bin"), st.data(BIG, 2))
     for i in range(300):
         write(os.path.join(root, "c", "%d.bin" % i), st.data(100 + i, i))
     # The cache keeps a file's bytes only once it has been still for a
@@ -103,11 +115,17 @@ FILE_CALLS = {"open", "openat", "openat2", "stat", "fstat", "newfstatat", "statx
               "dup2", "dup3"}
 
 
-def strace_calls(srv, n):
+# What a descriptor shared by reference must not cost per hit.
+DESC_CALLS = {"open", "openat", "openat2", "close", "fcntl", "dup", "dup2", "dup3"}
+STAT_CALLS = {"stat", "fstat", "newfstatat", "statx"}
+
+
+def strace_calls(srv, n, path="/one.bin", body=None):
     """Syscalls of srv's threads (name -> count) while n cached hits are
     answered."""
+    body = body if body is not None else st.data(1024, 1)
     s = st.connect(srv)
-    s.sendall(st.req("GET", "/one.bin", close=False))
+    s.sendall(st.req("GET", path, close=False))
     st.recv_responses(s, 1)
     tids = os.listdir("/proc/%d/task" % srv.p.pid)
     out = os.path.join(srv.dir, "strace")
@@ -117,9 +135,9 @@ def strace_calls(srv, n):
     tr = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # attached to every thread
     for _ in range(n):
-        s.sendall(st.req("GET", "/one.bin", close=False))
+        s.sendall(st.req("GET", path, close=False))
         r = st.recv_responses(s, 1)
-        check(r[0][0] == 200 and len(r[0][2]) == 1024, "GET /one.bin under strace")
+        check(r[0][0] == 200 and r[0][2] == body, "GET %s under strace" % path)
     tr.send_signal(signal.SIGINT)
     tr.wait(timeout=st.WAIT)
     s.close()
@@ -181,7 +199,130 @@ def cache_counts(t):
         check(not files, "%d cached hits made file syscalls: %s" % (n, files))
         print("  %d cached hits, one at a time: %.2f syscalls each (%s)" % (
             n, sum(calls.values()) / n, ", ".join("%s %d" % kv for kv in sorted(calls.items()))))
+    big_hits(srv)
     st.check_ktls(srv)
+    check(srv.stop() == 0, "exit status")
+
+
+def fds_settle(srv, want_extra=0):
+    """/metrics once the cache's descriptors are its entries + want_extra
+    (a response still holding a dropped entry's), or at the deadline."""
+    deadline = time.monotonic() + st.WAIT
+    while True:
+        m = srv.metrics()
+        if (fc(m, "open_fds") == fc(m, "entries") + want_extra or
+                time.monotonic() > deadline):
+            return m
+        time.sleep(0.05)
+
+
+def big_hits(srv):
+    """A file above --small-file-max: sent from the cached descriptor
+    itself, which the io_uring rung registers with its ring."""
+    body = st.data(BIG, 2)
+    m0 = srv.metrics()
+    s = st.connect(srv)
+    for _ in range(5):
+        s.sendall(st.req("GET", "/big.bin", close=False))
+        r = st.recv_responses(s, 1)
+        check(r[0][0] == 200 and r[0][2] == body, "GET /big.bin: %d, %d bytes" %
+              (r[0][0], len(r[0][2])))
+    s.close()
+    m1 = metrics_after(srv, 5, m0)
+    check(fc(m1, "misses_total") - fc(m0, "misses_total") == 1 and
+          fc(m1, "hits_total") - fc(m0, "hits_total") == 4, "/big.bin: 1 miss, 4 hits")
+    uring = any(k.startswith('kite_engine_info{backend="uring"') for k in m1)
+    reg = m1["kite_engine_files_registered_total"] - m0["kite_engine_files_registered_total"]
+    check(reg == (1 if uring else 0), "descriptors registered with the ring: %d (uring %s)" %
+          (reg, uring))
+    if st.need("curl"):
+        # HTTP/2: DATA frames queued as ranges of the same descriptor.
+        url = srv.urls[0] + "/big.bin"
+        p = subprocess.run(["curl", "-sk", "--http2"] + [url] * 3, capture_output=True,
+                           timeout=st.WAIT, env=st.tool_env())
+        check(p.returncode == 0 and p.stdout == body * 3, "curl --http2 /big.bin: %d %d bytes" %
+              (p.returncode, len(p.stdout)))
+        m2 = metrics_after(srv, 3, m1)
+        check(fc(m2, "hits_total") - fc(m1, "hits_total") == 3 and
+              fc(m2, "misses_total") == fc(m1, "misses_total"), "HTTP/2 /big.bin: 3 hits")
+        # Frames go out as file ranges where the kernel encrypts (else
+        # each is read into the record buffer).
+        ranged = (m2["kite_http2_data_file_frames_total"] -
+                  m1["kite_http2_data_file_frames_total"])
+        if st.REQUIRE_KTLS:
+            check(ranged > 0, "HTTP/2 /big.bin under kTLS: no DATA frame queued as a file range")
+        check(m2["kite_engine_files_registered_total"] == m1["kite_engine_files_registered_total"],
+              "HTTP/2 registered the cached descriptor again")
+    m = fds_settle(srv)
+    check(fc(m, "open_fds") == fc(m, "entries"), "descriptors %d for %d entries after the hits" %
+          (fc(m, "open_fds"), fc(m, "entries")))
+    if not IN_UML and st.need("strace"):
+        n = 200
+        calls = strace_calls(srv, n, "/big.bin", body)
+        desc = {k: v for k, v in calls.items() if k in DESC_CALLS}
+        stats = sum(v for k, v in calls.items() if k in STAT_CALLS)
+        check(not desc, "%d large cached hits managed descriptors: %s" % (n, desc))
+        # One fstat per hit: a file rewritten in place is seen before use.
+        check(stats <= n, "%d large cached hits made %d stat calls" % (n, stats))
+        print("  %d large cached hits: %.2f syscalls each (%s)" % (
+            n, sum(calls.values()) / n, ", ".join("%s %d" % kv for kv in sorted(calls.items()))))
+
+
+# ---------------------------------------------------------------- inflight
+
+
+def recv_head(s):
+    """A response head and what came after it, from a kept-alive connection."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(1 << 16)
+        check(b, "connection closed in a head")
+        buf += b
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
+
+
+def cache_inflight(t):
+    body = st.data(HUGE, 3)
+    write(os.path.join(t.croot, "huge.bin"), body)
+    bound = 4
+    srv = Server(t, "cache-inflight", ["--threads", "1", "--metrics-listen", "127.0.0.1:0",
+                                       "--file-cache", str(bound), "--file-cache-valid", "600"],
+                 root=t.croot)
+    m0 = srv.metrics()
+    s = st.connect(srv)
+    s.sendall(st.req("GET", "/huge.bin", close=False))
+    head, got = recv_head(s)
+    check(head.startswith("HTTP/1.1 200") and "Content-Length: %d" % HUGE in head,
+          "GET /huge.bin: %s" % head[:200])
+    # The client stops reading: the rest waits in the server's queue.
+    m1 = metrics_after(srv, 1, m0)
+    ev0 = fc(m1, "evictions_total")
+    for i in range(2 * bound):
+        st.expect(srv, "/c/%d.bin" % i, 200)
+    m2 = fds_settle(srv, 1)
+    check(fc(m2, "evictions_total") - ev0 >= bound, "evictions: %d" %
+          (fc(m2, "evictions_total") - ev0))
+    # The evicted entry's descriptor is still open for the response.
+    check(fc(m2, "open_fds") == fc(m2, "entries") + 1,
+          "while the response is out: %d descriptors for %d entries" %
+          (fc(m2, "open_fds"), fc(m2, "entries")))
+    got = bytearray(got)
+    while len(got) < HUGE:
+        b = s.recv(1 << 20)
+        check(b, "connection closed after %d body bytes" % len(got))
+        got += b
+    check(len(got) == HUGE and sha(bytes(got)) == sha(body),
+          "/huge.bin after its entry was evicted: %d bytes, %s" %
+          (len(got), "right" if bytes(got) == body else "wrong bytes"))
+    s.close()
+    # The response is out: its reference, the last, closed the descriptor.
+    m3 = fds_settle(srv)
+    check(fc(m3, "open_fds") == fc(m3, "entries"),
+          "after the response: %d descriptors for %d entries" %
+          (fc(m3, "open_fds"), fc(m3, "entries")))
+    print("  a 64 MiB response outlived its evicted entry, whole and right")
+    os.unlink(os.path.join(t.croot, "huge.bin"))
     check(srv.stop() == 0, "exit status")
 
 
@@ -237,13 +378,16 @@ def cache_churn(t):
     c2, c4 = int(m.group(1)), int(m.group(3))
     check(c2 == n // 2 and c4 == n - n // 2, "h2load: %d 2xx %d 4xx of %d" % (c2, c4, n))
     # The client's connection, the descriptors a lookup holds for a moment
-    # (directory, file, sibling, the response's duplicate): a few.
+    # (directory, file, sibling), dropped entries a response still holds: a few.
     check(peak[0] <= idle + bound + 8,
           "descriptors peaked at %d (idle %d, cache bound %d)" % (peak[0], idle, bound))
     mt = srv.metrics()
     check(fc(mt, "open_fds") <= bound and fc(mt, "entries") <= bound,
           "cache holds %d descriptors" % fc(mt, "open_fds"))
     check(fc(mt, "evictions_total") >= 300 - bound, "evictions: %d" % fc(mt, "evictions_total"))
+    mt = fds_settle(srv)
+    check(fc(mt, "open_fds") == fc(mt, "entries"), "after the churn: %d descriptors for %d "
+          "entries" % (fc(mt, "open_fds"), fc(mt, "entries")))
     print("  %d requests, descriptors idle %d, peak %d" % (n, idle, peak[0]))
     check(srv.stop() == 0, "exit status")
 
@@ -421,7 +565,7 @@ def cache_changes(t):
 
 def group_cache(t):
     t.croot = cache_root(t)
-    for step in (cache_counts, cache_churn, cache_changes):
+    for step in (cache_counts, cache_inflight, cache_churn, cache_changes):
         t.step(step.__name__, step, t)
 
 

@@ -99,9 +99,11 @@ static int f_sendfile(void *t, int fd, uint64_t off, uint64_t len)
 /* A unit may be sent in between other queued bytes (lanes): it must be
  * whole frames, starting and ending at a frame boundary. */
 static int f_unit(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
-		  uint64_t len)
+		  uint64_t len, bool kept)
 {
 	struct sink *k = t;
+
+	(void)kept; /* no cache here */
 	struct stat st;
 
 	if (k->ended || !lane || !head_len)

@@ -172,8 +172,24 @@ static void put_file(int dir, const char *name, const char *text)
 	close(fd);
 }
 
+static int forgot_fd = -1;
+static unsigned forgot;
+
+static void forget(void *arg, int fd)
+{
+	t_assert(arg == &forgot, "forget's argument");
+	forgot_fd = fd;
+	forgot++;
+}
+
+static bool fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) >= 0;
+}
+
 /* LRU bound, descriptors, bytes kept only once a file is still, a
- * dropped entry's bytes alive while a response holds them. */
+ * dropped entry's bytes and descriptor alive while a response holds them,
+ * the engine told before each descriptor closes. */
 static void filecache(void)
 {
 	char tmpl[] = "/tmp/kite-fc-XXXXXX", name[16];
@@ -184,7 +200,7 @@ static void filecache(void)
 	struct fc_entry *e, *held;
 	struct fc_target t;
 	bool fresh;
-	int dir;
+	int dir, fd;
 
 	t_assert(mkdtemp(tmpl), "mkdtemp");
 	dir = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -193,6 +209,7 @@ static void filecache(void)
 		put_file(dir, name, "0123456789");
 	}
 	t_ok(filecache_create(&c, &cfg));
+	filecache_set_forget(c, forget, &forgot);
 	/* Just written: its bytes are not trusted yet, the descriptor is. */
 	target(dir, "f0", &t);
 	e = filecache_insert(c, dir, 0, "f0", &t);
@@ -213,25 +230,34 @@ static void filecache(void)
 	t_assert(st.entries == 3 && st.fds == 3 && st.evictions == 1 && st.mem_bytes == 30 &&
 		 !filecache_find(c, dir, 0, "f0", &fresh), "LRU bound: %llu entries %llu evicted",
 		 (unsigned long long)st.entries, (unsigned long long)st.evictions);
+	t_assert(forgot == 1, "engine told of the evicted descriptor: %u", forgot);
 	/* A response holds f1's bytes; f1 changes and is dropped. */
 	held = filecache_find(c, dir, 0, "f1", &fresh);
 	t_assert(held && held->body, "f1 cached");
 	fc_entry_get(held);
+	fd = held->t.fd;
 	put_file(dir, "f1", "changed!");
 	target(dir, "f1", &t);
 	t_assert(!filecache_same(held, &t), "a changed file is not the same");
 	close(t.fd);
 	filecache_drop(c, held);
-	t_assert(st.invalidations == 1 && st.fds == 2 && st.entries == 2 && st.mem_bytes == 30 &&
-		 !memcmp(held->body, "0123456789", 10), "dropped entry's bytes held");
+	/* A response may still send from its descriptor: open, not forgotten. */
+	t_assert(st.invalidations == 1 && st.fds == 3 && st.entries == 2 && st.mem_bytes == 30 &&
+		 !memcmp(held->body, "0123456789", 10) && held->t.fd == fd && fd_open(fd) &&
+		 forgot == 1, "dropped entry's bytes and descriptor held");
 	fc_entry_put(held);
-	t_assert(st.mem_bytes == 20, "freed with the last reference");
-	/* Destroyed under a response: the response frees it. */
+	t_assert(st.mem_bytes == 20 && st.fds == 2 && !fd_open(fd) && forgot == 2 &&
+		 forgot_fd == fd, "freed and closed with the last reference");
+	/* Destroyed under a response: the response frees it, the engine (gone
+	 * first) is not told. */
 	held = filecache_find(c, dir, 0, "f2", &fresh);
 	fc_entry_get(held);
+	fd = held->t.fd;
 	filecache_destroy(c);
-	t_assert(held->t.fd == -1 && !memcmp(held->body, "0123456789", 10), "outlives the cache");
+	t_assert(fd_open(fd) && !memcmp(held->body, "0123456789", 10) && forgot == 2,
+		 "outlives the cache");
 	fc_entry_put(held);
+	t_assert(!fd_open(fd) && forgot == 2, "closed by the response");
 	for (int i = 0; i < 4; i++) {
 		snprintf(name, sizeof(name), "f%d", i);
 		unlinkat(dir, name, 0);

@@ -23,6 +23,8 @@ struct filecache {
 	struct fc_entry **bucket;
 	size_t mask;
 	struct fc_entry *lru_head, *lru_tail; /* most recently used first */
+	void (*forget)(void *arg, int fd);    /* told before a descriptor closes */
+	void *forget_arg;
 };
 
 static uint64_t now_ms(void)
@@ -90,6 +92,14 @@ int filecache_create(struct filecache **out, const struct filecache_config *cfg)
 	return 0;
 }
 
+void filecache_set_forget(struct filecache *c, void (*forget)(void *arg, int fd), void *arg)
+{
+	if (!c)
+		return;
+	c->forget = forget;
+	c->forget_arg = arg;
+}
+
 static void lru_unlink(struct filecache *c, struct fc_entry *e)
 {
 	if (e->prev)
@@ -113,9 +123,8 @@ static void lru_front(struct filecache *c, struct fc_entry *e)
 		c->lru_tail = e;
 }
 
-/* Out of the table and the list; the descriptor is closed at once (a
- * response that still reads the body never uses it), the body freed with
- * the last reference. */
+/* Out of the table and the list; the descriptor is closed and the body
+ * freed with the last reference: a response may still send from either. */
 static void unlink_entry(struct filecache *c, struct fc_entry *e)
 {
 	struct fc_entry **pp = &c->bucket[e->hash & c->mask];
@@ -125,10 +134,7 @@ static void unlink_entry(struct filecache *c, struct fc_entry *e)
 	*pp = e->hnext;
 	lru_unlink(c, e);
 	e->cached = false;
-	close(e->t.fd);
-	e->t.fd = -1;
 	c->st->entries--;
-	c->st->fds--;
 	fc_entry_put(e);
 }
 
@@ -136,6 +142,7 @@ void filecache_destroy(struct filecache *c)
 {
 	if (!c)
 		return;
+	c->forget = NULL; /* the engine is gone already */
 	while (c->lru_head) {
 		struct fc_entry *e = c->lru_head;
 
@@ -279,6 +286,13 @@ void fc_entry_put(struct fc_entry *e)
 {
 	if (!e || --e->refs)
 		return;
+	if (e->c && e->c->forget)
+		/* The ring may hold this descriptor registered: a file that
+		 * gets its number next must not be read through it. */
+		e->c->forget(e->c->forget_arg, e->t.fd);
+	close(e->t.fd);
+	if (e->c)
+		e->c->st->fds--;
 	if (e->body && e->c)
 		e->c->st->mem_bytes -= (uint64_t)e->t.st.st_size;
 	free((void *)e->body);

@@ -29,7 +29,9 @@ struct filecache_stats {
 	uint64_t evictions;     /* entries dropped for room (least recently used) */
 	uint64_t invalidations; /* entries dropped because the file changed or went */
 	uint64_t entries;       /* now */
-	uint64_t fds;           /* descriptors the cache holds open now */
+	uint64_t fds;           /* descriptors the cache holds open now (those of
+				 * dropped entries included until their last
+				 * response has gone out) */
 	uint64_t mem_bytes;     /* file bytes held in memory now */
 };
 
@@ -52,7 +54,8 @@ struct fc_entry {
 	struct filecache *c;
 	struct fc_entry *hnext, *prev, *next;
 	uint64_t hash, checked_ms;
-	unsigned refs;          /* the table's one while cached, plus each response */
+	unsigned refs;          /* the table's one while cached, plus each response
+				 * that sends from body or from t.fd */
 	bool cached;
 	int root;
 	unsigned variant;
@@ -68,8 +71,14 @@ struct filecache_config {
 
 /* 0 or -ENOMEM; *out owned by the caller (filecache_destroy). */
 int filecache_create(struct filecache **out, const struct filecache_config *cfg);
-/* Close every descriptor, free every entry no response holds. NULL: no-op. */
+/* Close every descriptor, free every entry no response holds. NULL: no-op.
+ * Calls no forget (call it after the engine is destroyed). */
 void filecache_destroy(struct filecache *c);
+/* forget(arg, fd) right before an entry's descriptor is closed: the
+ * thread's engine may have registered it with its ring
+ * (KITE_SENDFILE_KEEP_FD; kite_engine_forget_fd()). NULL (the default):
+ * nothing to tell. arg is borrowed until filecache_destroy(). */
+void filecache_set_forget(struct filecache *c, void (*forget)(void *arg, int fd), void *arg);
 
 /*
  * The entry for path under root (variant: the precompressed choice the
@@ -88,7 +97,8 @@ bool filecache_same(const struct fc_entry *e, const struct fc_target *t);
 /* e is still right (filecache_same): trusted for another valid_ms; counts
  * a hit. */
 void filecache_revalidated(struct filecache *c, struct fc_entry *e);
-/* e's file changed or is gone: out of the cache now, its descriptor closed. */
+/* e's file changed or is gone: out of the cache now; its descriptor is
+ * closed with the last reference (fc_entry_put()). */
 void filecache_drop(struct filecache *c, struct fc_entry *e);
 /*
  * A new entry for t (a miss), evicting the least recently used one at the
@@ -98,7 +108,12 @@ void filecache_drop(struct filecache *c, struct fc_entry *e);
 struct fc_entry *filecache_insert(struct filecache *c, int root, unsigned variant,
 				  const char *path, const struct fc_target *t);
 
-/* A response keeps e's body alive until fc_entry_put(). */
+/*
+ * A response keeps e's body and descriptor alive (open, the same file)
+ * until fc_entry_put(), even after e left the cache: the last reference
+ * closes the descriptor. A response sending from e->t.fd puts only once
+ * the transport has drained or ended (no queued range names it).
+ */
 void fc_entry_get(struct fc_entry *e);
 void fc_entry_put(struct fc_entry *e);
 

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "filecache.h"
+
 /* Plaintext of one TLS record: what one transport send becomes on
  * userspace TLS, so the frames collected here are sealed together. */
 #define OUT_CAP 16384
@@ -93,7 +95,10 @@ struct h2conn {
 	size_t out_len;
 	char *out;            /* OUT_CAP bytes while frames are made, else NULL:
 			       * an idle connection keeps no 16 KiB buffer */
-	int retired[FDQ_MAX]; /* files of ended streams, open until the drain */
+	struct {              /* files of ended streams, open until the drain */
+		int fd;               /* the stream's own, closed then */
+		struct fc_entry *ent; /* or a cache entry's: its reference put */
+	} retired[FDQ_MAX];
 	unsigned nretired;
 	unsigned nfdq;        /* open streams with fd_queued */
 };
@@ -195,7 +200,8 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
 		/* The range names the stream's own descriptor (no copy per
 		 * frame): it stays open until the transport has drained,
 		 * even after the stream ends (stream_free). */
-		r = h->tp->unit(h->t, (uint32_t)st->id, framehd, FRAME_HD, st->res.fd, off, len);
+		r = h->tp->unit(h->t, (uint32_t)st->id, framehd, FRAME_HD, st->res.fd, off, len,
+				st->res.ent != NULL);
 		if (r) {
 			h->err = r;
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -217,7 +223,8 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
 		if (whole) {
 			h->out_len += FRAME_HD + len; /* goes with the lane-0 frames */
 		} else {
-			r = h->tp->unit(h->t, (uint32_t)st->id, h->out, FRAME_HD + len, -1, 0, 0);
+			r = h->tp->unit(h->t, (uint32_t)st->id, h->out, FRAME_HD + len, -1, 0, 0,
+					false);
 			if (r) {
 				h->err = r;
 				return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -478,8 +485,13 @@ static void log_stream(struct h2conn *h, struct h2stream *st)
 /* The files of ended streams, once nothing queued names them. */
 static void retired_close(struct h2conn *h)
 {
-	while (h->nretired)
-		close(h->retired[--h->nretired]);
+	while (h->nretired) {
+		h->nretired--;
+		if (h->retired[h->nretired].ent)
+			fc_entry_put(h->retired[h->nretired].ent);
+		else
+			close(h->retired[h->nretired].fd);
+	}
 }
 
 static void stream_free(struct h2conn *h, struct h2stream *st)
@@ -495,8 +507,13 @@ static void stream_free(struct h2conn *h, struct h2stream *st)
 		 * after its drain, never before (a reused number would send
 		 * another file's bytes). on_send_data kept a slot free. */
 		h->nfdq--;
-		if (st->res.fd >= 0)
-			h->retired[h->nretired++] = st->res.fd;
+		if (st->res.fd >= 0) {
+			/* A cached descriptor stays open by its entry's
+			 * reference, which moves here from the response. */
+			h->retired[h->nretired].fd = st->res.fd;
+			h->retired[h->nretired++].ent = st->res.ent;
+			st->res.ent = NULL;
+		}
 		st->res.fd = -1;
 	}
 	response_clear(&st->res);

@@ -160,7 +160,7 @@ static void sum(struct server *srv, struct serve_stats *t)
 		ADD(eng.closed_err); ADD(eng.timeouts); ADD(eng.recv_bytes);
 		ADD(eng.pipe_exhausted); ADD(eng.buffer_waits); ADD(eng.rx_paused);
 		ADD(eng.streams); ADD(eng.accept_errors); ADD(eng.ktls_pushes);
-		ADD(eng.rx_nobufs);
+		ADD(eng.rx_nobufs); ADD(eng.files_registered);
 		ADD(handshakes); ADD(resumptions); ADD(rejected_global); ADD(rejected_ip);
 		ADD(rejected_shutdown); ADD(body_bytes); ADD(open);
 		ADD(h2.conns); ADD(h2.streams); ADD(h2.resets_in); ADD(h2.goaway_out);
@@ -236,6 +236,8 @@ static const struct scalar scalars[] = {
 	   "Kernel TLS sends that met a full socket; TCP's queued records were pushed first."),
 	SC("kite_engine_rx_nobufs_total", "counter", eng.rx_nobufs,
 	   "Receives that found no shared receive buffer free and used the connection's own."),
+	SC("kite_engine_files_registered_total", "counter", eng.files_registered,
+	   "Cached descriptors the engines registered with their rings (fixed files)."),
 	SC("kite_handshakes_total", "counter", handshakes, "TLS handshakes completed."),
 	SC("kite_resumptions_total", "counter", resumptions,
 	   "Handshakes that resumed a session (TLS 1.3 ticket)."),

@@ -214,11 +214,12 @@ static void error_response(const struct responder *rp, struct response *res, int
 
 void response_clear(struct response *res)
 {
-	if (res->fd >= 0)
+	/* A cache entry's descriptor is closed by its last reference. */
+	if (res->fd >= 0 && !res->ent)
 		close(res->fd);
 	res->fd = -1;
 	if (res->ent) {
-		/* The body was the cache entry's bytes. */
+		/* The body or fd was the cache entry's. */
 		fc_entry_put(res->ent);
 		res->ent = NULL;
 		res->body = NULL;
@@ -599,15 +600,6 @@ static void respond_to(const struct responder *rp, struct filecache *fc,
 		error_response(rp, res, 416, head, now, cr);
 		goto out;
 	}
-	if (!head && len && e && !e->body) {
-		/* The response's own descriptor (the transport closes it when
-		 * the range is out); the cache's may be closed before that. */
-		fd = fcntl(e->t.fd, F_DUPFD_CLOEXEC, 0);
-		if (fd < 0) {
-			error_response(rp, res, 503, head, now, "Retry-After: 1\r\n");
-			return;
-		}
-	}
 	start(rp, res, status, now);
 	add(res, "Content-Type: %s\r\nContent-Length: %llu\r\nLast-Modified: %s\r\nETag: %s\r\n"
 		 "Accept-Ranges: bytes\r\n%s", http_mime_type(res->path), (unsigned long long)len, lm,
@@ -628,6 +620,14 @@ static void respond_to(const struct responder *rp, struct filecache *fc,
 		res->body = e->body + off;
 		res->body_len = (size_t)len;
 		return;
+	}
+	if (e) {
+		/* The cache's own descriptor, no copy of it: the reference keeps
+		 * it open (and the same file) until the range is out, even if
+		 * the entry is dropped meanwhile. */
+		fc_entry_get(e);
+		res->ent = e;
+		fd = e->t.fd;
 	}
 	res->fd = fd;
 	res->offset = off;

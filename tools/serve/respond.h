@@ -25,12 +25,14 @@ struct response {
 	char head[RESPONSE_HEAD_MAX]; /* status line + headers + blank line */
 	size_t head_len;
 	bool head_full;    /* a header did not fit: respond() answers 414/500 instead */
-	int fd;            /* file to send, or -1; owned by the response */
+	int fd;            /* file to send, or -1; owned by the response, or the
+			    * cache entry's descriptor when ent is set */
 	uint64_t offset;   /* range within fd */
 	uint64_t length;   /* body bytes (0 for HEAD / errors without body) */
 	const char *body;  /* small static body for errors, a cached file's bytes, or NULL */
 	size_t body_len;
-	struct fc_entry *ent; /* the cache entry body points into (a reference), or NULL */
+	struct fc_entry *ent; /* the cache entry body or fd belongs to (a reference),
+			       * or NULL */
 	bool keep_alive;
 	char path[528];    /* normalised path (< REQUEST_PATH_MAX), then the file's
 			    * ("/index.html" added), for Content-Type and the log */
@@ -64,7 +66,9 @@ void respond(const struct responder *rp, const struct http_request *req, int par
 	     time_t now, struct response *res);
 /* The same through fc, the calling thread's open-file cache (filecache.h;
  * NULL: none): a small file's body may then be res->body, the cached
- * bytes, held by res->ent until response_clear(). */
+ * bytes, and a larger file's res->fd the cached descriptor, each held by
+ * res->ent until response_clear() (the transport must keep the reference
+ * until no queued range names res->fd). */
 void respond_with(const struct responder *rp, struct filecache *fc,
 		  const struct http_request *req, int parse_status, time_t now,
 		  struct response *res);

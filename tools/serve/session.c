@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "filecache.h"
+
 #define LOG_LINE_MAX 2048 /* request line bytes kept for the log */
 /* Head and body up to one TLS record's plaintext go out as one item: one
  * record, one send, instead of a record for each. */
@@ -21,8 +23,36 @@ void sess_init(struct session *s, const struct sess_config *cfg, const struct se
 	s->t = t;
 }
 
+/* The transport has no range queued any more: the cached descriptors
+ * those ranges named may close (with their entries' last reference). */
+static void release_held(struct session *s)
+{
+	while (s->nheld)
+		fc_entry_put(s->held[--s->nheld]);
+}
+
+/* Keep ent's reference until release_held(): 0 or -ENOMEM. */
+static int hold(struct session *s, struct fc_entry *ent)
+{
+	if (s->nheld == s->held_cap) {
+		unsigned cap = s->held_cap ? 2 * s->held_cap : 4;
+		struct fc_entry **n = realloc(s->held, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		s->held = n;
+		s->held_cap = cap;
+	}
+	s->held[s->nheld++] = ent;
+	return 0;
+}
+
 void sess_fini(struct session *s)
 {
+	release_held(s);
+	free(s->held);
+	s->held = NULL;
+	s->held_cap = 0;
 	free(s->in);
 	s->in = NULL;
 	s->in_len = s->in_cap = 0;
@@ -117,7 +147,16 @@ static void answer(struct session *s, const struct http_request *req, int status
 	/* A cached body too big to share the head's buffer: right behind it. */
 	if (!r && res.body && !body_sent)
 		r = s->tp->send(s->t, res.body, res.body_len);
-	if (!r && res.fd >= 0) {
+	if (!r && res.fd >= 0 && res.ent) {
+		/* The cache's descriptor: no copy of it, its entry held until
+		 * the transport has drained (the range is in the kernel). */
+		r = hold(s, res.ent);
+		if (!r) {
+			res.ent = NULL;
+			r = s->tp->sendfile_kept(s->t, res.fd, res.offset, res.length);
+			res.fd = -1;
+		}
+	} else if (!r && res.fd >= 0) {
 		r = s->tp->sendfile(s->t, res.fd, res.offset, res.length);
 		res.fd = -1; /* the transport owns it now */
 	}
@@ -228,6 +267,8 @@ out:
 
 void sess_drained(struct session *s, uint64_t now)
 {
+	if (!s->tp->queued || !s->tp->queued(s->t))
+		release_held(s);
 	if (s->closing || s->busy)
 		return;
 	s->busy = true;

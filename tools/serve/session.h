@@ -36,14 +36,21 @@ struct sess_transport {
 	/* Queue len bytes of fd from off; owns fd from now on (closes it on
 	 * every path). 0 or -errno. */
 	int (*sendfile)(void *t, int fd, uint64_t off, uint64_t len);
+	/* The same for a long-lived descriptor (an open-file cache's) that
+	 * stays the caller's, open until the transport has drained or ended;
+	 * the transport may register it (KITE_SENDFILE_KEEP_FD). 0 or -errno.
+	 * Needed where sess_config.fc is set. */
+	int (*sendfile_kept)(void *t, int fd, uint64_t off, uint64_t len);
 	/* Queue a copy of head, then len bytes of fd from off (fd -1 and len
 	 * 0: only the head), as one unit on lane (kite_stream_queue_unit():
 	 * lane 0 is send()'s, in order and first; other lanes share the
 	 * connection fairly, each in order). fd stays the caller's, who keeps
-	 * it open until the transport has drained or ended. 0 or -errno. May
-	 * be NULL where nothing uses lanes (HTTP/1.1). */
+	 * it open until the transport has drained or ended; kept: fd is
+	 * long-lived (an open-file cache's) and may be registered
+	 * (KITE_UNIT_KEEP_FD). 0 or -errno. May be NULL where nothing uses
+	 * lanes (HTTP/1.1). */
 	int (*unit)(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
-		    uint64_t len);
+		    uint64_t len, bool kept);
 	/* End after the queue has gone out. */
 	void (*close)(void *t);
 	/* End now with a reset. */
@@ -79,11 +86,15 @@ struct session {
 	bool draining;         /* server shutting down: answer with close, then end */
 	bool busy;             /* inside sess_data: re-entry guard */
 	bool paused;           /* reading stopped until the pipeline drains */
+	struct fc_entry **held; /* cache entries whose descriptor a queued range
+				 * names: released once the transport drained */
+	unsigned nheld, held_cap;
 };
 
 void sess_init(struct session *s, const struct sess_config *cfg, const struct sess_transport *tp,
 	       void *t);
-/* Free the buffer; the transport is not called. */
+/* Free the buffer, release the cache entries held; the transport is not
+ * called (it has ended: nothing queued names them). */
 void sess_fini(struct session *s);
 
 /* Bytes from the client (len 0: it finished sending). now_ms: a monotonic

@@ -85,12 +85,25 @@ static int t_sendfile(void *t, int fd, uint64_t off, uint64_t len)
 	return r;
 }
 
+static int t_sendfile_kept(void *t, int fd, uint64_t off, uint64_t len)
+{
+	struct conn *c = t;
+	/* fd is the open-file cache's, open until on_drain or on_close: the
+	 * ring may register it once for every response that sends it. */
+	int r = kite_stream_sendfile(c->s, fd, (off_t)off, (size_t)len, KITE_SENDFILE_KEEP_FD);
+
+	if (!r)
+		c->queued += len;
+	return r;
+}
+
 static int t_unit(void *t, uint32_t lane, const void *head, size_t head_len, int fd, uint64_t off,
-		  uint64_t len)
+		  uint64_t len, bool kept)
 {
 	struct conn *c = t;
 	/* fd stays the caller's until on_drain or on_close (h2.c keeps it). */
-	int r = kite_stream_queue_unit(c->s, lane, head, head_len, fd, (off_t)off, (size_t)len, 0);
+	int r = kite_stream_queue_unit(c->s, lane, head, head_len, fd, (off_t)off, (size_t)len,
+				       kept ? KITE_UNIT_KEEP_FD : 0);
 
 	if (!r)
 		c->queued += head_len + len;
@@ -211,9 +224,16 @@ static size_t t_queued(void *t)
 	return kite_stream_queued(c->s);
 }
 
+/* A cached descriptor is about to close: the ring must let go of it. */
+static void fc_forget(void *e, int fd)
+{
+	(void)kite_engine_forget_fd(e, fd);
+}
+
 static const struct sess_transport stream_transport = {
 	.send = t_send,
 	.sendfile = t_sendfile,
+	.sendfile_kept = t_sendfile_kept,
 	.unit = t_unit,
 	.close = t_close,
 	.abort = t_abort,
@@ -542,6 +562,7 @@ static int setup(struct worker *w)
 			 kite_engine_create_error());
 		return r;
 	}
+	filecache_set_forget(w->fc, fc_forget, e);
 	pthread_mutex_lock(&w->mu); /* worker_wake() may look already */
 	w->e = e;
 	pthread_mutex_unlock(&w->mu);
