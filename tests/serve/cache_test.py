@@ -323,6 +323,7 @@ def cache_inflight(t):
           (fc(m3, "open_fds"), fc(m3, "entries")))
     print("  a 64 MiB response outlived its evicted entry, whole and right")
     os.unlink(os.path.join(t.croot, "huge.bin"))
+    st.check_ktls(srv)
     check(srv.stop() == 0, "exit status")
 
 

@@ -666,7 +666,11 @@ out:
 		w->e = NULL;
 		pthread_mutex_unlock(&w->mu);
 		/* Aborts what is left (on_close(-ECANCELED) frees each
-		 * session). */
+		 * session). The responses' last references close cached
+		 * descriptors without telling the engine: nothing is queued
+		 * any more, and a stream the kernel never let go is closed
+		 * after the ring (and its file table) is gone. */
+		filecache_set_forget(w->fc, NULL, NULL);
 		kite_engine_destroy(e);
 	}
 	/* After the engine: its last on_close released every response. */
