@@ -220,6 +220,7 @@ static bool usable(struct filecache *c, struct fc_entry *e)
 void filecache_hit(struct filecache *c, struct fc_entry *e)
 {
 	c->st->hits++;
+	e->used_ms = now_ms();
 	lru_unlink(c, e);
 	lru_front(c, e);
 }
@@ -260,6 +261,7 @@ struct fc_entry *filecache_insert(struct filecache *c, int root, unsigned varian
 	}
 	e->t = *t;
 	e->c = c;
+	e->used_ms = now_ms();
 	e->refs = 1;
 	e->cached = true;
 	e->root = root;
@@ -297,4 +299,15 @@ void fc_entry_put(struct fc_entry *e)
 		e->c->st->mem_bytes -= (uint64_t)e->t.st.st_size;
 	free((void *)e->body);
 	free(e);
+}
+
+void filecache_sweep(struct filecache *c)
+{
+	uint64_t now = now_ms();
+
+	/* The list is in order of use: stop at the first entry used lately. */
+	while (c && c->lru_tail && now - c->lru_tail->used_ms > FC_INACTIVE_MS) {
+		c->st->evictions++;
+		unlink_entry(c, c->lru_tail);
+	}
 }

@@ -53,7 +53,7 @@ struct fc_entry {
 	/* the cache's own */
 	struct filecache *c;
 	struct fc_entry *hnext, *prev, *next;
-	uint64_t hash, checked_ms;
+	uint64_t hash, checked_ms, used_ms;
 	unsigned refs;          /* the table's one while cached, plus each response
 				 * that sends from body or from t.fd */
 	bool cached;
@@ -107,6 +107,16 @@ void filecache_drop(struct filecache *c, struct fc_entry *e);
  */
 struct fc_entry *filecache_insert(struct filecache *c, int root, unsigned variant,
 				  const char *path, const struct fc_target *t);
+
+/*
+ * Entries no request used for FC_INACTIVE_MS leave the cache (dropped
+ * like evicted ones): a worker whose clients stopped asking for a file
+ * does not hold it open for long after it was deleted or replaced, which
+ * would keep its disk space (a request to another worker saw it gone).
+ * Called from the worker's loop; costs nothing while every entry is in use.
+ */
+#define FC_INACTIVE_MS 10000u
+void filecache_sweep(struct filecache *c);
 
 /*
  * A response keeps e's body and descriptor alive (open, the same file)

@@ -267,7 +267,7 @@ static const struct scalar scalars[] = {
 	SC("kite_file_cache_misses_total", "counter", fc.misses,
 	   "Files opened and put in the open-file cache."),
 	SC("kite_file_cache_evictions_total", "counter", fc.evictions,
-	   "Open-file cache entries dropped for room (least recently used)."),
+	   "Open-file cache entries dropped for room (least recently used) or unused for 10 s."),
 	SC("kite_file_cache_invalidations_total", "counter", fc.invalidations,
 	   "Open-file cache entries dropped because the file changed or went away."),
 	SC("kite_file_cache_entries", "gauge", fc.entries, "Files in the open-file caches now."),

@@ -648,6 +648,7 @@ static void *worker_main(void *arg)
 			else
 				sess_tick(&c->sess, now);
 		}
+		filecache_sweep(w->fc);
 		stats_publish(w);
 		report_accept(w, now);
 		trim_after_burst(w);

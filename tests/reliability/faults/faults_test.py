@@ -182,7 +182,9 @@ def stop_clean(srv, what):
 def start(t, name, faults="", args=(), env=None, **kw):
     e = {"KITE_FAULTS": faults}
     e.update(env or {})
-    a = ["--metrics-listen", "127.0.0.1:0"] + list(args)
+    # No file bodies from memory: the faults aim at the reads and sends of
+    # file bytes, which a body the open-file cache holds would skip.
+    a = ["--metrics-listen", "127.0.0.1:0", "--small-file-max", "0"] + list(args)
     # One directory (and access log) per rung and server.
     srv = st.Server(t, "%s-%s" % (t.engine, name), a, env=e, **kw)
     if faults:
