@@ -588,7 +588,9 @@ static void u_forget_fd(struct kite_engine *e, int fd)
 	struct uring_state *u = e->ring;
 	int slot;
 
-	if (!u->files || (size_t)fd >= u->fd_slot_n || !u->fd_slot[fd])
+	/* No ring: an on_close during kite_engine_destroy() (the table went
+	 * with the ring, and the kernel dropped every registration). */
+	if (!u || !u->files || (size_t)fd >= u->fd_slot_n || !u->fd_slot[fd])
 		return;
 	slot = u->fd_slot[fd] - 1;
 	u->fd_slot[fd] = 0; /* the next KEEP_FD range of this number registers anew */
