@@ -53,7 +53,7 @@ static const struct {
 	{IORING_OP_ACCEPT, "accept", "IORING_OP_ACCEPT", "5.5", "new connections"},
 	{IORING_OP_ASYNC_CANCEL, "async_cancel", "IORING_OP_ASYNC_CANCEL", "5.5",
 	 "cancel on close"},
-	{IORING_OP_LINK_TIMEOUT, "link_timeout", "IORING_OP_LINK_TIMEOUT", "5.5", "timeouts"},
+	{IORING_OP_TIMEOUT, "timeout", "IORING_OP_TIMEOUT", "5.4", "the wait for the nearest deadline"},
 	{IORING_OP_CLOSE, "close", "IORING_OP_CLOSE", "5.6", "close in the ring"},
 };
 
